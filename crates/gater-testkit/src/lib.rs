@@ -1,0 +1,7 @@
+//! Test support shared by the exesdb-gater crates (never a dependency of a library's
+//! non-test code).
+//!
+//! - [`vectors`]: where the golden vectors of `../shared/vectors` are, and what a test
+//!   does when they are missing.
+
+pub mod vectors;

@@ -1,0 +1,94 @@
+//! `cargo xtask <task>`: the project's tasks, so that CI is one command that works the
+//! same on a laptop and in CI.
+
+mod erlang;
+mod testbed;
+mod util;
+
+use anyhow::{Result, bail};
+use util::{cargo, step};
+
+const USAGE: &str = "\
+usage: cargo xtask <task> [args]
+
+tasks:
+  ci                 everything CI checks: fmt, clippy, Erlang-side tests, every Rust test
+  up                 the main job: start the testbed cluster and run the examples against it
+  testbed <cmd>      the BEAM testbed: up | down | status | test | load (see `cargo xtask testbed help`)
+  bench              run every benchmark
+  erlang             make sure erl and erlc are installed (installs erlang-nox as root on Debian)
+";
+
+fn main() {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    if let Err(e) = run(&args) {
+        eprintln!("xtask: error: {e:#}");
+        std::process::exit(1);
+    }
+}
+
+fn run(args: &[String]) -> Result<()> {
+    let Some((task, rest)) = args.split_first() else {
+        print!("{USAGE}");
+        return Ok(());
+    };
+    match task.as_str() {
+        "ci" => ci(rest),
+        "up" => up(rest),
+        "testbed" => testbed::main(rest),
+        "bench" => bench(rest),
+        "erlang" => erlang::ensure().map(|_| ()),
+        "help" | "-h" | "--help" => {
+            print!("{USAGE}");
+            Ok(())
+        }
+        other => bail!("unknown task `{other}`; run `cargo xtask help`"),
+    }
+}
+
+fn ci(_args: &[String]) -> Result<()> {
+    let started = std::time::Instant::now();
+    step("checking formatting (cargo fmt --check)");
+    cargo(&["fmt", "--all", "--", "--check"])
+        .map_err(|e| e.context("code is not formatted: run `cargo fmt --all`"))?;
+
+    step("linting (cargo clippy --all-targets -D warnings)");
+    cargo(&[
+        "clippy",
+        "--workspace",
+        "--all-targets",
+        "--",
+        "-D",
+        "warnings",
+    ])?;
+
+    erlang::ensure()?;
+    step("building and testing the BEAM testbed (erlc, EUnit)");
+    testbed::build()?;
+    testbed::erlang_tests()?;
+
+    step("building tests");
+    cargo(&["test", "--workspace", "--all-targets", "--no-run"])?;
+    step("running unit and integration tests");
+    cargo(&["test", "--workspace", "--all-targets"])?;
+    step("running doc tests");
+    cargo(&["test", "--workspace", "--doc"])?;
+
+    step(&format!("ci passed in {:.0?}", started.elapsed()));
+    Ok(())
+}
+
+fn up(args: &[String]) -> Result<()> {
+    erlang::ensure()?;
+    testbed::build()?;
+    testbed::up_demo(args)
+}
+
+fn bench(args: &[String]) -> Result<()> {
+    erlang::ensure()?;
+    testbed::build()?;
+    step("running benchmarks (cargo bench)");
+    let mut cmd = vec!["bench", "--workspace"];
+    cmd.extend(args.iter().map(String::as_str));
+    cargo(&cmd)
+}
