@@ -3,5 +3,7 @@
 //!
 //! - [`vectors`]: where the golden vectors of `../shared/vectors` are, and what a test
 //!   does when they are missing.
+//! - [`erl`]: a private EPMD and real `erl` nodes, killed by pid when dropped.
 
+pub mod erl;
 pub mod vectors;
