@@ -1,0 +1,852 @@
+//! The pure per-connection protocol core: call table, monitors, local processes, what we
+//! serve to the peer, ticks. No sockets and no clock: every input carries `now`, output
+//! bytes are taken with [`Core::output`], and [`Core::poll_timeout`] says when to call
+//! [`Core::handle_timeout`] (quinn-style). The async shell in `connection.rs` drives it.
+
+use crate::CallError;
+use crate::metrics::Metrics;
+use crate::wire::{self, as_atom, as_int, atom, int, nil, tuple};
+use eetf::{ImproperList, Pid, Reference, Term, Tuple};
+use gater_term::DecodeLimits;
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+use tokio::sync::{mpsc, oneshot};
+
+/// Number of the pid that sends calls and receives their replies.
+pub(crate) const CALLER_PID: u32 = 0;
+
+/// What identifies this connection's incarnation of our node; shared with callers, who
+/// build their frames themselves.
+#[derive(Debug)]
+pub(crate) struct Local {
+    pub node: String,
+    pub creation: u32,
+    pub peer: String,
+    pub caller: Pid,
+    next_ref: AtomicU64,
+    next_pid: AtomicU32,
+}
+
+impl Local {
+    pub(crate) fn new(node: &str, creation: u32, peer: &str) -> Self {
+        Self {
+            node: node.to_owned(),
+            creation,
+            peer: peer.to_owned(),
+            caller: wire::make_pid(node, CALLER_PID, creation),
+            next_ref: AtomicU64::new(1),
+            next_pid: AtomicU32::new(CALLER_PID + 1),
+        }
+    }
+
+    /// A fresh reference key.
+    pub(crate) fn next_ref_key(&self) -> u64 {
+        self.next_ref.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// The reference of a key.
+    pub(crate) fn reference(&self, key: u64) -> Reference {
+        Reference {
+            node: eetf::Atom::from(self.node.as_str()),
+            id: wire::ref_words(key),
+            creation: self.creation,
+        }
+    }
+
+    /// A fresh local pid number.
+    pub(crate) fn next_pid_number(&self) -> u32 {
+        self.next_pid.fetch_add(1, Ordering::Relaxed) & ((1 << 28) - 1)
+    }
+
+    /// The pid of a number.
+    pub(crate) fn pid(&self, n: u32) -> Pid {
+        wire::make_pid(&self.node, n, self.creation)
+    }
+}
+
+/// Whom a call monitors so that it ends at once when the target is gone.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub(crate) enum MonitorKey {
+    Pid { id: u32, serial: u32, creation: u32 },
+    Name(String),
+}
+
+impl MonitorKey {
+    pub(crate) fn of_pid(p: &Pid) -> Self {
+        MonitorKey::Pid {
+            id: p.id,
+            serial: p.serial,
+            creation: p.creation,
+        }
+    }
+}
+
+/// The reply channel of one call.
+pub(crate) type ReplyTx = oneshot::Sender<Result<Term, CallError>>;
+
+/// A request from a caller to the connection.
+#[derive(Debug)]
+pub(crate) enum Command {
+    /// A call or rpc: `frame` is ready to send; the reply is `{Ref(key), Reply}`.
+    Call {
+        key: u64,
+        /// The target to monitor (and the term naming it), or `None` (rpc to rex).
+        monitor: Option<(MonitorKey, Term)>,
+        frame: Vec<u8>,
+        deadline: Instant,
+        rpc: bool,
+        reply: ReplyTx,
+    },
+    /// A frame to send as is (cast, plain send).
+    Send { frame: Vec<u8> },
+    /// A new local process `number` whose messages go to `tx`.
+    OpenMailbox { number: u32, tx: mpsc::Sender<Term> },
+    /// The receiver of mailbox `number` was dropped.
+    CloseMailbox { number: u32 },
+}
+
+/// Why a connection ends.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum CloseReason {
+    PeerClosed,
+    Io(String),
+    OversizeFrame { len: usize, max: usize },
+    Decode(String),
+    Protocol(String),
+    TickTimeout(Duration),
+    Shutdown,
+}
+
+impl std::fmt::Display for CloseReason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            CloseReason::PeerClosed => write!(f, "peer closed the connection"),
+            CloseReason::Io(e) => write!(f, "I/O error: {e}"),
+            CloseReason::OversizeFrame { len, max } => {
+                write!(
+                    f,
+                    "peer sent a {len}-byte frame, above the cap of {max} bytes"
+                )
+            }
+            CloseReason::Decode(e) => write!(f, "undecodable frame: {e}"),
+            CloseReason::Protocol(e) => write!(f, "protocol error: {e}"),
+            CloseReason::TickTimeout(t) => write!(f, "peer silent for {t:?} (net_ticktime)"),
+            CloseReason::Shutdown => write!(f, "shut down"),
+        }
+    }
+}
+
+struct Pending {
+    reply: ReplyTx,
+    monitor: Option<MonitorKey>,
+    rpc: bool,
+}
+
+struct Monitor {
+    key: u64,
+    target: Term,
+    calls: usize,
+}
+
+/// A local process: the caller pid (no mailbox) or a mailbox.
+#[derive(Default)]
+struct LocalProc {
+    tx: Option<mpsc::Sender<Term>>,
+    /// Peers monitoring it: (watcher, reference).
+    watchers: Vec<(Term, Term)>,
+    /// Peers linked to it.
+    links: Vec<Term>,
+}
+
+/// Settings of one core.
+#[derive(Debug, Clone)]
+pub(crate) struct CoreConfig {
+    pub limits: DecodeLimits,
+    pub net_ticktime: Duration,
+}
+
+pub(crate) struct Core {
+    local: Arc<Local>,
+    config: CoreConfig,
+    metrics: Arc<Metrics>,
+    calls: HashMap<u64, Pending>,
+    deadlines: BinaryHeap<Reverse<(Instant, u64)>>,
+    monitors: HashMap<MonitorKey, Monitor>,
+    monitor_keys: HashMap<u64, MonitorKey>,
+    procs: HashMap<u32, LocalProc>,
+    /// Monitors peers hold on registered names we serve (`rex`), by reference.
+    name_watchers: usize,
+    out: Vec<u8>,
+    out_pos: usize,
+    last_out: Instant,
+    last_in: Instant,
+}
+
+impl Core {
+    pub(crate) fn new(
+        local: Arc<Local>,
+        config: CoreConfig,
+        metrics: Arc<Metrics>,
+        now: Instant,
+    ) -> Self {
+        let mut procs = HashMap::new();
+        procs.insert(CALLER_PID, LocalProc::default());
+        Self {
+            local,
+            config,
+            metrics,
+            calls: HashMap::new(),
+            deadlines: BinaryHeap::new(),
+            monitors: HashMap::new(),
+            monitor_keys: HashMap::new(),
+            procs,
+            name_watchers: 0,
+            out: Vec::with_capacity(64 * 1024),
+            out_pos: 0,
+            last_out: now,
+            last_in: now,
+        }
+    }
+
+    /// Calls waiting for a reply.
+    pub(crate) fn calls_in_flight(&self) -> usize {
+        self.calls.len()
+    }
+
+    /// Monitors we hold on the peer's processes.
+    #[cfg(test)]
+    pub(crate) fn monitors_held(&self) -> usize {
+        self.monitors.len()
+    }
+
+    /// Bytes waiting to be written.
+    pub(crate) fn output(&self) -> &[u8] {
+        &self.out[self.out_pos..]
+    }
+
+    /// `n` bytes of [`Core::output`] were written.
+    pub(crate) fn consume_output(&mut self, n: usize) {
+        self.out_pos += n;
+        if self.out_pos >= self.out.len() {
+            self.out.clear();
+            self.out_pos = 0;
+            // Give memory back after a burst.
+            if self.out.capacity() > 1 << 20 {
+                self.out.shrink_to(64 * 1024);
+            }
+        }
+        Metrics::add(&self.metrics.bytes_out, n as u64);
+    }
+
+    fn push(&mut self, control: &Term, message: Option<&Term>, now: Instant) {
+        wire::push_frame(&mut self.out, control, message);
+        self.sent(now);
+    }
+
+    fn sent(&mut self, now: Instant) {
+        self.last_out = now;
+        Metrics::add(&self.metrics.frames_out, 1);
+    }
+
+    fn tick_interval(&self) -> Duration {
+        self.config.net_ticktime / 4
+    }
+
+    /// When [`Core::handle_timeout`] must run next.
+    pub(crate) fn poll_timeout(&self) -> Instant {
+        let mut t =
+            (self.last_out + self.tick_interval()).min(self.last_in + self.config.net_ticktime);
+        if let Some(Reverse((d, _))) = self.deadlines.peek() {
+            t = t.min(*d);
+        }
+        t
+    }
+
+    /// Ticks when idle, ends calls past their deadline, and gives up on a silent peer.
+    pub(crate) fn handle_timeout(&mut self, now: Instant) -> Result<(), CloseReason> {
+        if now >= self.last_in + self.config.net_ticktime {
+            return Err(CloseReason::TickTimeout(self.config.net_ticktime));
+        }
+        if now >= self.last_out + self.tick_interval() {
+            wire::push_tick(&mut self.out);
+            self.sent(now);
+        }
+        while let Some(Reverse((d, key))) = self.deadlines.peek().copied() {
+            if d > now {
+                break;
+            }
+            self.deadlines.pop();
+            if let Some(p) = self.calls.remove(&key) {
+                self.finish(p, Err(CallError::Timeout), now);
+            }
+        }
+        Ok(())
+    }
+
+    /// Takes a caller's command.
+    pub(crate) fn handle_command(&mut self, cmd: Command, now: Instant) {
+        match cmd {
+            Command::Call {
+                key,
+                monitor,
+                frame,
+                deadline,
+                rpc,
+                reply,
+            } => {
+                if reply.is_closed() {
+                    return;
+                }
+                Metrics::add(&self.metrics.in_flight, 1);
+                let mon_key = monitor.map(|(mk, target)| {
+                    let entry = match self.monitors.get_mut(&mk) {
+                        Some(m) => m,
+                        None => {
+                            let ref_key = self.local.next_ref_key();
+                            let control = tuple(vec![
+                                int(wire::MONITOR_P),
+                                Term::from(self.local.caller.clone()),
+                                target.clone(),
+                                Term::from(self.local.reference(ref_key)),
+                            ]);
+                            self.push(&control, None, now);
+                            self.monitor_keys.insert(ref_key, mk.clone());
+                            self.monitors.entry(mk.clone()).or_insert(Monitor {
+                                key: ref_key,
+                                target,
+                                calls: 0,
+                            })
+                        }
+                    };
+                    entry.calls += 1;
+                    mk
+                });
+                self.out.extend_from_slice(&frame);
+                self.sent(now);
+                self.calls.insert(
+                    key,
+                    Pending {
+                        reply,
+                        monitor: mon_key,
+                        rpc,
+                    },
+                );
+                self.deadlines.push(Reverse((deadline, key)));
+                // Completed calls leave their deadlines behind: drop them in bulk.
+                if self.deadlines.len() > 2 * self.calls.len() + 1024 {
+                    let calls = &self.calls;
+                    self.deadlines
+                        .retain(|Reverse((_, k))| calls.contains_key(k));
+                }
+            }
+            Command::Send { frame } => {
+                self.out.extend_from_slice(&frame);
+                self.sent(now);
+            }
+            Command::OpenMailbox { number, tx } => {
+                self.procs.insert(
+                    number,
+                    LocalProc {
+                        tx: Some(tx),
+                        ..Default::default()
+                    },
+                );
+            }
+            Command::CloseMailbox { number } => self.exit_local(number, atom("normal"), now),
+        }
+    }
+
+    /// Ends one call: releases its share of the target's monitor and answers the caller.
+    fn finish(&mut self, p: Pending, result: Result<Term, CallError>, now: Instant) {
+        if let Some(mk) = p.monitor {
+            self.release_monitor(&mk, now);
+        }
+        self.metrics.in_flight.fetch_sub(1, Ordering::Relaxed);
+        if let Err(e) = &result {
+            self.metrics.count_error(e);
+        }
+        let _ = p.reply.send(result);
+    }
+
+    fn release_monitor(&mut self, mk: &MonitorKey, now: Instant) {
+        let Some(m) = self.monitors.get_mut(mk) else {
+            return;
+        };
+        m.calls -= 1;
+        if m.calls > 0 {
+            return;
+        }
+        if let Some(m) = self.monitors.remove(mk) {
+            self.monitor_keys.remove(&m.key);
+            let control = tuple(vec![
+                int(wire::DEMONITOR_P),
+                Term::from(self.local.caller.clone()),
+                m.target,
+                Term::from(self.local.reference(m.key)),
+            ]);
+            self.push(&control, None, now);
+        }
+    }
+
+    /// Takes a tick from the peer.
+    pub(crate) fn handle_tick(&mut self, now: Instant) {
+        self.last_in = now;
+        Metrics::add(&self.metrics.frames_in, 1);
+        // Echo, so a peer with a shorter net_ticktime than ours hears from us in time.
+        if self.output().is_empty() {
+            wire::push_tick(&mut self.out);
+            self.sent(now);
+        }
+    }
+
+    /// Takes one data frame (without its length).
+    pub(crate) fn handle_frame(&mut self, frame: &[u8], now: Instant) -> Result<(), CloseReason> {
+        self.last_in = now;
+        Metrics::add(&self.metrics.frames_in, 1);
+        let Some((&tag, rest)) = frame.split_first() else {
+            return Ok(());
+        };
+        if tag != wire::PASS_THROUGH {
+            return Err(CloseReason::Protocol(format!(
+                "frame tag {tag} (only pass-through 112 is negotiated)"
+            )));
+        }
+        let limits = &self.config.limits;
+        let (control, used) = gater_term::decode_prefix(rest, limits)
+            .map_err(|e| CloseReason::Decode(e.to_string()))?;
+        let message = if used < rest.len() {
+            Some(
+                gater_term::decode(&rest[used..], limits)
+                    .map_err(|e| CloseReason::Decode(e.to_string()))?,
+            )
+        } else {
+            None
+        };
+        let Term::Tuple(Tuple { elements: c }) = control else {
+            return Err(CloseReason::Protocol(
+                "control message is not a tuple".into(),
+            ));
+        };
+        let op = c.first().and_then(as_int).unwrap_or(-1) as i32;
+        match (op, c.len()) {
+            (wire::SEND, 3)
+            | (wire::SEND_TT, 4)
+            | (wire::SEND_SENDER, 3)
+            | (wire::SEND_SENDER_TT, 4) => {
+                if let (Term::Pid(to), Some(msg)) = (&c[2], message) {
+                    self.deliver(to, msg, now);
+                }
+            }
+            (wire::REG_SEND, 4) | (wire::REG_SEND_TT, 5) => {
+                if let (Some(name), Some(msg)) = (as_atom(&c[3]), message) {
+                    self.deliver_named(name, msg, now);
+                }
+            }
+            (wire::ALIAS_SEND, 3) | (wire::ALIAS_SEND_TT, 4) => self.dropped("alias send"),
+            (wire::MONITOR_P, 4) => self.peer_monitors(&c[1], &c[2], &c[3], now),
+            (wire::DEMONITOR_P, 4) => self.peer_demonitors(&c[2], &c[3]),
+            (wire::MONITOR_P_EXIT, 5) => self.monitor_fired(&c[3], c[4].clone(), now),
+            (wire::PAYLOAD_MONITOR_P_EXIT, 4) => {
+                let reason = message.unwrap_or_else(|| atom("noproc"));
+                self.monitor_fired(&c[3], reason, now)
+            }
+            (wire::LINK, 3) => self.peer_links(&c[1], &c[2], now),
+            (wire::UNLINK, 3) => self.unlink(&c[2], &c[1]),
+            (wire::UNLINK_ID, 4) => {
+                self.unlink(&c[3], &c[2]);
+                let ack = tuple(vec![
+                    int(wire::UNLINK_ID_ACK),
+                    c[1].clone(),
+                    c[3].clone(),
+                    c[2].clone(),
+                ]);
+                self.push(&ack, None, now);
+                Metrics::add(&self.metrics.served_requests, 1);
+            }
+            (wire::UNLINK_ID_ACK, 4) => {}
+            // A linked peer process exited: the link is gone.
+            (wire::EXIT, 4)
+            | (wire::EXIT_TT, 5)
+            | (wire::PAYLOAD_EXIT, 3)
+            | (wire::PAYLOAD_EXIT_TT, 4) => self.unlink(&c[2], &c[1]),
+            // Exit signals to our processes are ignored: a mailbox ends only when its
+            // receiver is dropped or the connection closes.
+            (wire::EXIT2, 4)
+            | (wire::EXIT2_TT, 5)
+            | (wire::PAYLOAD_EXIT2, 3)
+            | (wire::PAYLOAD_EXIT2_TT, 4) => {}
+            (wire::GROUP_LEADER, 3) => {}
+            (wire::SPAWN_REQUEST, 6) | (wire::SPAWN_REQUEST_TT, 7) => {
+                let args = message.unwrap_or_else(nil);
+                self.spawn_request(&c[1], &c[2], &c[4], &c[5], args, now)
+            }
+            _ => tracing::debug!(op, "ignored an unknown control message"),
+        }
+        Ok(())
+    }
+
+    fn dropped(&self, what: &str) {
+        tracing::trace!(what, "dropped a message");
+        Metrics::add(&self.metrics.dropped_messages, 1);
+    }
+
+    fn local_number(&self, t: &Term) -> Option<u32> {
+        match t {
+            Term::Pid(p) => wire::pid_number(p, &self.local.node, self.local.creation),
+            _ => None,
+        }
+    }
+
+    fn deliver(&mut self, to: &eetf::Pid, msg: Term, now: Instant) {
+        let Some(n) = wire::pid_number(to, &self.local.node, self.local.creation) else {
+            return self.dropped("pid of another incarnation");
+        };
+        if n == CALLER_PID {
+            return self.caller_message(msg, now);
+        }
+        let Some(proc_) = self.procs.get(&n) else {
+            return self.dropped("dead pid");
+        };
+        let Some(tx) = &proc_.tx else { return };
+        match tx.try_send(msg) {
+            Ok(()) => {}
+            Err(mpsc::error::TrySendError::Full(_)) => {
+                tracing::warn!(pid = n, "mailbox full: closing it");
+                self.dropped("full mailbox");
+                self.exit_local(n, atom("mailbox_overflow"), now);
+            }
+            Err(mpsc::error::TrySendError::Closed(_)) => {
+                self.dropped("closed mailbox");
+                self.exit_local(n, atom("normal"), now);
+            }
+        }
+    }
+
+    /// A message to the caller pid: a reply `{Ref, Reply}`, or an io request from an rpc.
+    fn caller_message(&mut self, msg: Term, now: Instant) {
+        let Term::Tuple(Tuple { mut elements }) = msg else {
+            return self.dropped("non-tuple to caller");
+        };
+        if elements.len() == 2 {
+            if let Term::Reference(r) = &elements[0] {
+                if let Some(key) = wire::ref_key(r, &self.local.node, self.local.creation) {
+                    match self.calls.remove(&key) {
+                        Some(p) => {
+                            let reply = elements.pop().unwrap_or_else(nil);
+                            let result = if p.rpc { rpc_result(reply) } else { Ok(reply) };
+                            self.finish(p, result, now);
+                        }
+                        None => self.dropped("late reply"),
+                    }
+                    return;
+                }
+            }
+        }
+        // {io_request, From, ReplyAs, Request} from a process whose group leader we are.
+        if elements.len() == 4 && as_atom(&elements[0]) == Some("io_request") {
+            if let Term::Pid(from) = &elements[1] {
+                let reply = tuple(vec![atom("io_reply"), elements[2].clone(), atom("ok")]);
+                let control = tuple(vec![int(wire::SEND), atom(""), Term::from(from.clone())]);
+                self.push(&control, Some(&reply), now);
+                Metrics::add(&self.metrics.served_requests, 1);
+                return;
+            }
+        }
+        self.dropped("unexpected message to caller")
+    }
+
+    fn deliver_named(&mut self, name: &str, msg: Term, now: Instant) {
+        if name != "rex" {
+            return self.dropped("unknown registered name");
+        }
+        // {'$gen_call', {Pid, Tag}, {call, M, F, A, GroupLeader}}
+        let Term::Tuple(Tuple { elements }) = msg else {
+            return self.dropped("rex: not a call");
+        };
+        if elements.len() != 3 || as_atom(&elements[0]) != Some("$gen_call") {
+            return self.dropped("rex: not a call");
+        }
+        let Term::Tuple(Tuple { elements: from }) = &elements[1] else {
+            return self.dropped("rex: bad from");
+        };
+        let (Some(Term::Pid(pid)), Some(tag)) = (from.first(), from.get(1)) else {
+            return self.dropped("rex: bad from");
+        };
+        let reply = match &elements[2] {
+            Term::Tuple(Tuple { elements: req })
+                if req.len() >= 4 && as_atom(&req[0]) == Some("call") =>
+            {
+                match serve_rpc(&req[1], &req[2], &req[3]) {
+                    Ok(value) => value,
+                    // What OTP's rex answers for a function that does not exist.
+                    Err(stack) => tuple(vec![
+                        atom("badrpc"),
+                        tuple(vec![atom("EXIT"), tuple(vec![atom("undef"), stack])]),
+                    ]),
+                }
+            }
+            _ => tuple(vec![atom("badrpc"), atom("not_supported_by_exesdb_gater")]),
+        };
+        let tagged = tuple(vec![tag.clone(), reply]);
+        // A tag [alias | Ref] (OTP 24+) wants the reply at the alias.
+        let control = match tag {
+            Term::ImproperList(ImproperList { elements, last })
+                if elements.len() == 1 && as_atom(&elements[0]) == Some("alias") =>
+            {
+                tuple(vec![
+                    int(wire::ALIAS_SEND),
+                    Term::from(self.local.caller.clone()),
+                    (**last).clone(),
+                ])
+            }
+            _ => tuple(vec![int(wire::SEND), atom(""), Term::from(pid.clone())]),
+        };
+        self.push(&control, Some(&tagged), now);
+        Metrics::add(&self.metrics.served_requests, 1);
+    }
+
+    /// `spawn_request` from the peer. OTP 25+ `rpc:call` is `erpc:call`, which spawns
+    /// `erpc:execute_call(Ref, M, F, A)` on the target node and reads the result from the
+    /// exit reason `{Ref, return, Value}` of that process's monitor. We answer it without
+    /// a process: SPAWN_REPLY with a fresh pid, then the exit signals at once.
+    fn spawn_request(
+        &mut self,
+        req_id: &Term,
+        from: &Term,
+        mfa: &Term,
+        opts: &Term,
+        args: Term,
+        now: Instant,
+    ) {
+        Metrics::add(&self.metrics.served_requests, 1);
+        let opts: &[Term] = match opts {
+            Term::List(l) => &l.elements,
+            _ => &[],
+        };
+        let has = |name: &str| {
+            opts.iter().any(|o| match o {
+                Term::Atom(a) => a.name == name,
+                Term::Tuple(t) => t.elements.first().and_then(as_atom) == Some(name),
+                _ => false,
+            })
+        };
+        let (link, monitor) = (has("link"), has("monitor"));
+        let mfa: Vec<&str> = match mfa {
+            Term::Tuple(t) => t.elements.iter().filter_map(as_atom).collect(),
+            _ => Vec::new(),
+        };
+        let args = match args {
+            Term::List(l) => l.elements,
+            _ => Vec::new(),
+        };
+        let reason = match (mfa.as_slice(), args.as_slice()) {
+            (["erpc", "execute_call"], [res, m, f, a]) => Some(match serve_rpc(m, f, a) {
+                Ok(value) => tuple(vec![res.clone(), atom("return"), value]),
+                Err(undef) => tuple(vec![res.clone(), atom("error"), atom("undef"), undef]),
+            }),
+            (["erpc", "execute_cast"], _) => Some(atom("normal")),
+            _ => None,
+        };
+        let Some(reason) = reason else {
+            let reply = tuple(vec![
+                int(wire::SPAWN_REPLY),
+                req_id.clone(),
+                from.clone(),
+                int(0),
+                atom("notsup"),
+            ]);
+            return self.push(&reply, None, now);
+        };
+        let pid = Term::from(self.local.pid(self.local.next_pid_number()));
+        let flags = if link { wire::SPAWN_FLAG_LINK } else { 0 }
+            | if monitor { wire::SPAWN_FLAG_MONITOR } else { 0 };
+        let reply = tuple(vec![
+            int(wire::SPAWN_REPLY),
+            req_id.clone(),
+            from.clone(),
+            int(flags),
+            pid.clone(),
+        ]);
+        self.push(&reply, None, now);
+        if monitor {
+            let exit = tuple(vec![
+                int(wire::MONITOR_P_EXIT),
+                pid.clone(),
+                from.clone(),
+                req_id.clone(),
+                reason.clone(),
+            ]);
+            self.push(&exit, None, now);
+        }
+        if link {
+            let exit = tuple(vec![int(wire::EXIT), pid, from.clone(), reason]);
+            self.push(&exit, None, now);
+        }
+    }
+
+    fn peer_monitors(&mut self, watcher: &Term, target: &Term, reference: &Term, now: Instant) {
+        Metrics::add(&self.metrics.served_requests, 1);
+        if as_atom(target) == Some("rex") {
+            self.name_watchers += 1;
+            return;
+        }
+        if let Some(n) = self.local_number(target) {
+            if let Some(p) = self.procs.get_mut(&n) {
+                p.watchers.push((watcher.clone(), reference.clone()));
+                return;
+            }
+        }
+        // As OTP: a monitor on a process that does not exist fires at once.
+        let control = tuple(vec![
+            int(wire::MONITOR_P_EXIT),
+            target.clone(),
+            watcher.clone(),
+            reference.clone(),
+            atom("noproc"),
+        ]);
+        self.push(&control, None, now);
+    }
+
+    fn peer_demonitors(&mut self, target: &Term, reference: &Term) {
+        if as_atom(target) == Some("rex") {
+            self.name_watchers = self.name_watchers.saturating_sub(1);
+            return;
+        }
+        if let Some(n) = self.local_number(target) {
+            if let Some(p) = self.procs.get_mut(&n) {
+                p.watchers.retain(|(_, r)| r != reference);
+            }
+        }
+    }
+
+    fn peer_links(&mut self, from: &Term, to: &Term, now: Instant) {
+        Metrics::add(&self.metrics.served_requests, 1);
+        if let Some(n) = self.local_number(to) {
+            if let Some(p) = self.procs.get_mut(&n) {
+                p.links.push(from.clone());
+                return;
+            }
+        }
+        let control = tuple(vec![
+            int(wire::EXIT),
+            to.clone(),
+            from.clone(),
+            atom("noproc"),
+        ]);
+        self.push(&control, None, now);
+    }
+
+    fn unlink(&mut self, ours: &Term, theirs: &Term) {
+        if let Some(n) = self.local_number(ours) {
+            if let Some(p) = self.procs.get_mut(&n) {
+                p.links.retain(|l| l != theirs);
+            }
+        }
+    }
+
+    /// One of our monitors on the peer fired: every call to that target ends now.
+    fn monitor_fired(&mut self, reference: &Term, reason: Term, now: Instant) {
+        let Term::Reference(r) = reference else {
+            return;
+        };
+        let Some(ref_key) = wire::ref_key(r, &self.local.node, self.local.creation) else {
+            return;
+        };
+        let Some(mk) = self.monitor_keys.remove(&ref_key) else {
+            return;
+        };
+        self.monitors.remove(&mk);
+        let keys: Vec<u64> = self
+            .calls
+            .iter()
+            .filter(|(_, p)| p.monitor.as_ref() == Some(&mk))
+            .map(|(k, _)| *k)
+            .collect();
+        let error = if as_atom(&reason) == Some("noconnection") {
+            CallError::ConnectionLost {
+                node: self.local.peer.clone(),
+            }
+        } else {
+            CallError::TargetDown { reason }
+        };
+        for k in keys {
+            if let Some(mut p) = self.calls.remove(&k) {
+                p.monitor = None; // already gone: no DEMONITOR
+                self.finish(p, Err(error.clone()), now);
+            }
+        }
+    }
+
+    /// A local process ends: its watchers get MONITOR_P_EXIT, its links EXIT.
+    fn exit_local(&mut self, number: u32, reason: Term, now: Instant) {
+        if number == CALLER_PID {
+            return;
+        }
+        let Some(p) = self.procs.remove(&number) else {
+            return;
+        };
+        let me = Term::from(self.local.pid(number));
+        for (watcher, reference) in p.watchers {
+            let control = tuple(vec![
+                int(wire::MONITOR_P_EXIT),
+                me.clone(),
+                watcher,
+                reference,
+                reason.clone(),
+            ]);
+            self.push(&control, None, now);
+        }
+        for linked in p.links {
+            let control = tuple(vec![int(wire::EXIT), me.clone(), linked, reason.clone()]);
+            self.push(&control, None, now);
+        }
+    }
+
+    /// The connection is gone: every call in flight fails, every mailbox closes.
+    pub(crate) fn fail_all(&mut self) {
+        let node = self.local.peer.clone();
+        for (_, p) in self.calls.drain() {
+            self.metrics.in_flight.fetch_sub(1, Ordering::Relaxed);
+            let e = CallError::ConnectionLost { node: node.clone() };
+            self.metrics.count_error(&e);
+            let _ = p.reply.send(Err(e));
+        }
+        self.deadlines.clear();
+        self.monitors.clear();
+        self.monitor_keys.clear();
+        self.procs.clear();
+    }
+}
+
+impl Drop for Core {
+    fn drop(&mut self) {
+        self.fail_all();
+    }
+}
+
+/// The functions peers may rpc on us: `application:which_applications/0,1` answers `[]`
+/// (so Swarm's tracker leaves the hidden gateway alone). Anything else is `undef`; the
+/// error carries the stack OTP would report, `[{M, F, Args, []}]`.
+fn serve_rpc(m: &Term, f: &Term, a: &Term) -> Result<Term, Term> {
+    if as_atom(m) == Some("application") && as_atom(f) == Some("which_applications") {
+        return Ok(nil());
+    }
+    let frame = tuple(vec![m.clone(), f.clone(), a.clone(), nil()]);
+    Err(Term::from(eetf::List::from(vec![frame])))
+}
+
+/// `{badrpc, Reason}` is an error; anything else is the function's result.
+fn rpc_result(reply: Term) -> Result<Term, CallError> {
+    match reply {
+        Term::Tuple(Tuple { mut elements })
+            if elements.len() == 2 && as_atom(&elements[0]) == Some("badrpc") =>
+        {
+            let reason = elements.pop().unwrap_or_else(nil);
+            Err(CallError::BadRpc { reason })
+        }
+        other => Ok(other),
+    }
+}

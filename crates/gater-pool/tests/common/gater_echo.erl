@@ -1,0 +1,56 @@
+%% An echo gen_server for gater-pool's tests and benchmark.
+-module(gater_echo).
+-behaviour(gen_server).
+-export([start/1, init/1, handle_call/3, handle_cast/2, handle_info/2]).
+-export([bench/3]).
+
+start(Name) ->
+    {ok, Pid} = gen_server:start({local, Name}, ?MODULE, [], []),
+    Pid.
+
+init([]) -> {ok, undefined}.
+
+handle_call({sleep, Ms, Reply}, From, S) ->
+    spawn(fun() -> timer:sleep(Ms), gen_server:reply(From, Reply) end),
+    {noreply, S};
+handle_call(get, _From, S) -> {reply, S, S};
+handle_call(Req, _From, S) -> {reply, Req, S}.
+
+handle_cast({store, X}, _) -> {noreply, X};
+handle_cast({send_to, Pid, Msg}, S) -> Pid ! Msg, {noreply, S};
+handle_cast({blob, Pid, N}, S) -> Pid ! binary:copy(<<7>>, N), {noreply, S};
+handle_cast({watch, Pid, ReportTo}, S) ->
+    spawn(fun() ->
+        Ref = erlang:monitor(process, Pid),
+        ReportTo ! {watching, Pid},
+        receive {'DOWN', Ref, process, _, Reason} -> ReportTo ! {down, Reason} end
+    end),
+    {noreply, S};
+handle_cast(_, S) -> {noreply, S}.
+
+handle_info(_, S) -> {noreply, S}.
+
+%% BEAM-native client for the benchmark: Conc processes doing gen_server:call to
+%% {Name, Node} for Total calls in all; prints calls/s, p50/p99 (us) and CPU us per call.
+bench(Target, Conc, Total) ->
+    PerProc = Total div Conc,
+    Parent = self(),
+    erlang:statistics(runtime),
+    T0 = erlang:monotonic_time(microsecond),
+    Pids = [spawn_link(fun() -> Parent ! {lat, self(), loop(Target, PerProc, [])} end)
+            || _ <- lists:seq(1, Conc)],
+    Lats = lists:append([receive {lat, P, L} -> L end || P <- Pids]),
+    T1 = erlang:monotonic_time(microsecond),
+    {_, CpuMs} = erlang:statistics(runtime),
+    Sorted = lists:sort(Lats),
+    N = length(Sorted),
+    P50 = lists:nth(max(1, N * 50 div 100), Sorted),
+    P99 = lists:nth(max(1, N * 99 div 100), Sorted),
+    io:format("BEAMBENCH conc=~p calls=~p secs=~.4f p50_us=~p p99_us=~p cpu_us_per_call=~.2f~n",
+              [Conc, N, (T1 - T0) / 1.0e6, P50, P99, CpuMs * 1000 / N]).
+
+loop(_Target, 0, Acc) -> Acc;
+loop(Target, K, Acc) ->
+    T = erlang:monotonic_time(microsecond),
+    K = gen_server:call(Target, K),
+    loop(Target, K - 1, [erlang:monotonic_time(microsecond) - T | Acc]).
