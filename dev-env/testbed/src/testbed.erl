@@ -17,6 +17,11 @@ boot(Config) ->
                  gossip => undefined, seeds => [],
                  data_dir => filename:join("/tmp", "exesdb-testbed-" ++ atom_to_list(node()))},
     C = maps:merge(Defaults, Config),
+    %% Load first: loading would reset the variables to the .app file's defaults.
+    case application:load(ex_esdb) of
+        ok -> ok;
+        {error, {already_loaded, ex_esdb}} -> ok
+    end,
     [application:set_env(ex_esdb, K, V) || {K, V} <- maps:to_list(C), K =/= seeds],
     ok = filelib:ensure_dir(filename:join(maps:get(data_dir, C), "x")),
     %% Join the cluster before starting: stores then find their leader at once.
