@@ -158,6 +158,8 @@ pub struct DiscoveryConfig {
     pub epmd: Option<EpmdConfig>,
     /// An unseen node is reported gone after this long.
     pub gone_after: Duration,
+    /// Most nodes tracked at once (see [`Liveness::with_max_nodes`](crate::Liveness::with_max_nodes)).
+    pub max_nodes: usize,
     /// Capacity of the event channel.
     pub channel_capacity: usize,
 }
@@ -169,6 +171,7 @@ impl Default for DiscoveryConfig {
             static_nodes: Vec::new(),
             epmd: None,
             gone_after: DEFAULT_GONE_AFTER,
+            max_nodes: crate::liveness::DEFAULT_MAX_NODES,
             channel_capacity: 1024,
         }
     }

@@ -81,16 +81,37 @@ struct Seen {
 #[derive(Debug)]
 pub struct Liveness {
     gone_after: Duration,
+    max_nodes: usize,
+    refused: u64,
     nodes: HashMap<NodeName, Seen>,
 }
+
+/// Default cap on the number of nodes tracked at once.
+pub const DEFAULT_MAX_NODES: usize = 1024;
 
 impl Liveness {
     /// A table in which a node is gone once unseen for `gone_after`.
     pub fn new(gone_after: Duration) -> Self {
         Self {
             gone_after,
+            max_nodes: DEFAULT_MAX_NODES,
+            refused: 0,
             nodes: HashMap::new(),
         }
+    }
+
+    /// Tracks at most `max_nodes` nodes: anyone on the network can announce any name, so
+    /// a stream of made-up names must not grow the table (or the events) without bound.
+    /// New nodes beyond the cap are refused (and counted) until others are gone; pinned
+    /// nodes are always accepted.
+    pub fn with_max_nodes(mut self, max_nodes: usize) -> Self {
+        self.max_nodes = max_nodes;
+        self
+    }
+
+    /// How many observations of new nodes were refused because the table was full.
+    pub fn refused(&self) -> u64 {
+        self.refused
     }
 
     /// The time after which an unseen node is gone.
@@ -120,12 +141,17 @@ impl Liveness {
         source: Source,
         pinned: bool,
     ) -> Option<DiscoveryEvent> {
+        let full = self.nodes.len() >= self.max_nodes;
         match self.nodes.entry(node.clone()) {
             Entry::Occupied(mut e) => {
                 let seen = e.get_mut();
                 seen.last_seen = seen.last_seen.max(now);
                 seen.source = source;
                 seen.pinned |= pinned;
+                None
+            }
+            Entry::Vacant(_) if full && !pinned => {
+                self.refused += 1;
                 None
             }
             Entry::Vacant(e) => {
@@ -254,6 +280,19 @@ mod tests {
         assert_eq!(table.observe(t0, &s, gossip()), None);
         assert!(table.expire(t0 + Duration::from_secs(7200)).is_empty());
         assert!(table.is_alive(&s));
+    }
+
+    #[test]
+    fn the_table_is_bounded() {
+        let t0 = Instant::now();
+        let mut table = Liveness::new(Duration::from_secs(5)).with_max_nodes(2);
+        assert!(table.observe(t0, &node("a@h"), gossip()).is_some());
+        assert!(table.observe(t0, &node("b@h"), gossip()).is_some());
+        assert!(table.observe(t0, &node("c@h"), gossip()).is_none());
+        assert_eq!(table.refused(), 1);
+        assert!(table.pin(t0, &node("s@h"), Source::Static).is_some());
+        assert_eq!(table.expire(t0 + Duration::from_secs(5)).len(), 2);
+        assert!(table.observe(t0 + Duration::from_secs(6), &node("c@h"), gossip()).is_some());
     }
 
     #[test]

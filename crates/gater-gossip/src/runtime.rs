@@ -189,7 +189,7 @@ impl Discovery {
         }
         drop(obs_tx);
         tasks.push(tokio::spawn(hub(
-            Liveness::new(config.gone_after),
+            Liveness::new(config.gone_after).with_max_nodes(config.max_nodes),
             config.static_nodes.clone(),
             obs_rx,
             events_tx,
