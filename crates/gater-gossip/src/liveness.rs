@@ -292,7 +292,11 @@ mod tests {
         assert_eq!(table.refused(), 1);
         assert!(table.pin(t0, &node("s@h"), Source::Static).is_some());
         assert_eq!(table.expire(t0 + Duration::from_secs(5)).len(), 2);
-        assert!(table.observe(t0 + Duration::from_secs(6), &node("c@h"), gossip()).is_some());
+        assert!(
+            table
+                .observe(t0 + Duration::from_secs(6), &node("c@h"), gossip())
+                .is_some()
+        );
     }
 
     #[test]
