@@ -89,7 +89,10 @@ pub fn build() -> Result<()> {
     let mut stale = Vec::new();
     for dir in [&src, &test] {
         for file in erl_files(dir)? {
-            let stem = file.file_stem().and_then(|s| s.to_str()).unwrap_or_default();
+            let stem = file
+                .file_stem()
+                .and_then(|s| s.to_str())
+                .unwrap_or_default();
             let beam = ebin.join(format!("{stem}.beam"));
             if modified(&beam) < modified(&file) {
                 stale.push(file);
@@ -104,7 +107,10 @@ pub fn build() -> Result<()> {
     if stale.is_empty() {
         return Ok(());
     }
-    step(&format!("compiling {} testbed module(s) with erlc", stale.len()));
+    step(&format!(
+        "compiling {} testbed module(s) with erlc",
+        stale.len()
+    ));
     let status = Command::new("erlc")
         .arg("-Wall")
         .arg("-o")
@@ -140,12 +146,19 @@ fn modified(path: &Path) -> SystemTime {
 pub fn erlang_tests() -> Result<()> {
     build()?;
     let vectors = root().join("..").join("shared").join("vectors");
-    let require = std::env::var("EXESDB_GATER_REQUIRE_VECTORS").is_ok_and(|v| !v.is_empty() && v != "0");
+    let require =
+        std::env::var("EXESDB_GATER_REQUIRE_VECTORS").is_ok_and(|v| !v.is_empty() && v != "0");
     if !vectors.is_dir() {
         if require {
-            bail!("EXESDB_GATER_REQUIRE_VECTORS is set but {} does not exist", vectors.display());
+            bail!(
+                "EXESDB_GATER_REQUIRE_VECTORS is set but {} does not exist",
+                vectors.display()
+            );
         }
-        eprintln!("skipped: no vectors ({} not found); running the other tests", vectors.display());
+        eprintln!(
+            "skipped: no vectors ({} not found); running the other tests",
+            vectors.display()
+        );
     }
     let epmd = PrivateEpmd::start()?;
     let scratch = std::env::temp_dir().join(format!("exesdb-testbed-eunit-{}", std::process::id()));
@@ -154,7 +167,14 @@ pub fn erlang_tests() -> Result<()> {
     let status = Command::new("erl")
         .env("ERL_EPMD_PORT", epmd.port.to_string())
         .env("TESTBED_EBIN", ebin_dir())
-        .env("TESTBED_VECTORS", if vectors.is_dir() { vectors.as_os_str() } else { "".as_ref() })
+        .env(
+            "TESTBED_VECTORS",
+            if vectors.is_dir() {
+                vectors.as_os_str()
+            } else {
+                "".as_ref()
+            },
+        )
         .env("TESTBED_SCRATCH", &scratch)
         .args(["-noshell", "-noinput", "-name"])
         .arg(format!("tbtest{}@127.0.0.1", std::process::id()))
@@ -182,7 +202,9 @@ struct PrivateEpmd {
 
 impl PrivateEpmd {
     fn start() -> Result<Self> {
-        let port = TcpListener::bind((Ipv4Addr::LOCALHOST, 0))?.local_addr()?.port();
+        let port = TcpListener::bind((Ipv4Addr::LOCALHOST, 0))?
+            .local_addr()?
+            .port();
         let child = Command::new(find_epmd()?)
             .args(["-port", &port.to_string(), "-address", "127.0.0.1"])
             .stdin(Stdio::null())
@@ -280,7 +302,11 @@ impl UpOptions {
             match flag.as_str() {
                 "--nodes" => o.nodes = value()?.parse().context("--nodes")?,
                 "--stores" => {
-                    o.stores = value()?.split(',').map(str::trim).map(String::from).collect()
+                    o.stores = value()?
+                        .split(',')
+                        .map(str::trim)
+                        .map(String::from)
+                        .collect()
                 }
                 "--workers" => o.workers = value()?.parse().context("--workers")?,
                 "--cookie" => o.cookie = value()?,
@@ -297,7 +323,11 @@ impl UpOptions {
             bail!("need at least one node and one store");
         }
         for s in o.stores.iter().chain([&o.prefix, &o.cookie]) {
-            if s.is_empty() || !s.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-') {
+            if s.is_empty()
+                || !s
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+            {
                 bail!("`{s}`: names, stores and cookies are [A-Za-z0-9_-]+");
             }
         }
@@ -360,13 +390,31 @@ impl Cluster {
 
     fn print(&self) {
         println!("testbed cluster is up");
-        println!("  nodes:    {}", self.nodes.iter().map(|(n, _)| n.as_str()).collect::<Vec<_>>().join(" "));
+        println!(
+            "  nodes:    {}",
+            self.nodes
+                .iter()
+                .map(|(n, _)| n.as_str())
+                .collect::<Vec<_>>()
+                .join(" ")
+        );
         println!("  cookie:   {}", self.cookie);
-        println!("  epmd:     127.0.0.1:{}{}", self.epmd_port, if self.epmd_pid.is_some() { " (started by us)" } else { " (already running, not ours)" });
+        println!(
+            "  epmd:     127.0.0.1:{}{}",
+            self.epmd_port,
+            if self.epmd_pid.is_some() {
+                " (started by us)"
+            } else {
+                " (already running, not ours)"
+            }
+        );
         println!("  stores:   {}", self.stores.join(","));
         println!("  data dir: {}", self.data_dir.display());
         println!("  logs:     {}/<node>.log", state_dir().display());
-        println!("  connect:  ERL_EPMD_PORT={} erl -hidden -name me@127.0.0.1 -setcookie {}", self.epmd_port, self.cookie);
+        println!(
+            "  connect:  ERL_EPMD_PORT={} erl -hidden -name me@127.0.0.1 -setcookie {}",
+            self.epmd_port, self.cookie
+        );
     }
 }
 
@@ -375,7 +423,9 @@ impl Cluster {
 fn up(o: &UpOptions, dir: &Path, detach: bool) -> Result<Cluster> {
     if let Some(c) = Cluster::load(dir)? {
         if c.nodes.iter().any(|(_, p)| alive(*p)) {
-            bail!("a testbed is already running (see `cargo xtask testbed status`); stop it with `cargo xtask testbed down`");
+            bail!(
+                "a testbed is already running (see `cargo xtask testbed status`); stop it with `cargo xtask testbed down`"
+            );
         }
         stop_recorded(&c);
     }
@@ -402,7 +452,9 @@ fn up(o: &UpOptions, dir: &Path, detach: bool) -> Result<Cluster> {
         cluster.save(dir)?;
         wait_listening(o.epmd_port)?;
     }
-    let names: Vec<String> = (0..o.nodes).map(|i| format!("{}{i}@127.0.0.1", o.prefix)).collect();
+    let names: Vec<String> = (0..o.nodes)
+        .map(|i| format!("{}{i}@127.0.0.1", o.prefix))
+        .collect();
     for (i, name) in names.iter().enumerate() {
         step(&format!("starting {name}"));
         let node_dir = data_dir.join(name);
@@ -415,7 +467,14 @@ fn up(o: &UpOptions, dir: &Path, detach: bool) -> Result<Cluster> {
         let out = std::fs::File::create(&log)?;
         let mut cmd = Command::new("erl");
         cmd.env("ERL_EPMD_PORT", o.epmd_port.to_string())
-            .args(["-noshell", "-noinput", "-name", name, "-setcookie", &o.cookie])
+            .args([
+                "-noshell",
+                "-noinput",
+                "-name",
+                name,
+                "-setcookie",
+                &o.cookie,
+            ])
             .args(["-kernel", "inet_dist_use_interface", "{127,0,0,1}"])
             .arg("-pa")
             .arg(ebin_dir())
@@ -440,12 +499,18 @@ fn up(o: &UpOptions, dir: &Path, detach: bool) -> Result<Cluster> {
 /// The Erlang map given to testbed:boot/1.
 fn boot_config(o: &UpOptions, data_dir: &Path, seeds: &[String]) -> String {
     let stores = o.stores.join(",");
-    let seeds = seeds.iter().map(|s| format!("'{s}'")).collect::<Vec<_>>().join(",");
+    let seeds = seeds
+        .iter()
+        .map(|s| format!("'{s}'"))
+        .collect::<Vec<_>>()
+        .join(",");
     let gossip = match o.gossip_port {
         None => "undefined".to_string(),
         Some(port) => format!(
             "#{{port => {port}, addr => {{239,255,0,1}}, secret => {}}}",
-            o.secret.as_ref().map_or("undefined".into(), |s| format!("<<\"{s}\">>"))
+            o.secret
+                .as_ref()
+                .map_or("undefined".into(), |s| format!("<<\"{s}\">>"))
         ),
     };
     format!(
@@ -469,7 +534,10 @@ fn wait_ready(child: &mut std::process::Child, log: &Path, name: &str) -> Result
             bail!("{name} exited ({status}) before it served; its log:\n{text}");
         }
         if Instant::now() > deadline {
-            bail!("{name} did not serve within {NODE_READY_TIMEOUT:?}; see {}", log.display());
+            bail!(
+                "{name} did not serve within {NODE_READY_TIMEOUT:?}; see {}",
+                log.display()
+            );
         }
         std::thread::sleep(pause);
         pause = (pause * 2).min(Duration::from_millis(100));
@@ -477,8 +545,11 @@ fn wait_ready(child: &mut std::process::Child, log: &Path, name: &str) -> Result
 }
 
 fn alive(pid: u32) -> bool {
-    std::fs::read_to_string(format!("/proc/{pid}/stat"))
-        .is_ok_and(|s| !s.split(") ").nth(1).is_some_and(|rest| rest.starts_with('Z')))
+    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| {
+        !s.split(") ")
+            .nth(1)
+            .is_some_and(|rest| rest.starts_with('Z'))
+    })
 }
 
 /// Whether the process with this pid is still the one we started (its command line
@@ -541,13 +612,25 @@ fn status(dir: &Path) -> Result<()> {
         println!("no testbed recorded in {}", dir.display());
         return Ok(());
     };
-    println!("cookie {}  epmd 127.0.0.1:{}  data {}", c.cookie, c.epmd_port, c.data_dir.display());
+    println!(
+        "cookie {}  epmd 127.0.0.1:{}  data {}",
+        c.cookie,
+        c.epmd_port,
+        c.data_dir.display()
+    );
     for (name, pid) in &c.nodes {
-        let state = if alive(*pid) && is_ours(*pid, name) { "running" } else { "stopped" };
+        let state = if alive(*pid) && is_ours(*pid, name) {
+            "running"
+        } else {
+            "stopped"
+        };
         println!("  {name:<28} pid {pid:<8} {state}");
     }
     if let Some(pid) = c.epmd_pid {
-        println!("  epmd (ours)                  pid {pid:<8} {}", if alive(pid) { "running" } else { "stopped" });
+        println!(
+            "  epmd (ours)                  pid {pid:<8} {}",
+            if alive(pid) { "running" } else { "stopped" }
+        );
     }
     Ok(())
 }
@@ -585,10 +668,21 @@ fn load(args: &[String]) -> Result<()> {
             "--store" => "store",
             other => bail!("unknown option `{other}`\n{USAGE}"),
         };
-        opts.insert(key, it.next().cloned().with_context(|| format!("{flag} needs a value"))?);
+        opts.insert(
+            key,
+            it.next()
+                .cloned()
+                .with_context(|| format!("{flag} needs a value"))?,
+        );
     }
-    let concurrency: u32 = opts.get("concurrency").map_or(Ok(8), |v| v.parse()).context("--concurrency")?;
-    let seconds: u32 = opts.get("seconds").map_or(Ok(5), |v| v.parse()).context("--seconds")?;
+    let concurrency: u32 = opts
+        .get("concurrency")
+        .map_or(Ok(8), |v| v.parse())
+        .context("--concurrency")?;
+    let seconds: u32 = opts
+        .get("seconds")
+        .map_or(Ok(5), |v| v.parse())
+        .context("--seconds")?;
     let op = opts.get("op").cloned().unwrap_or_else(|| "mixed".into());
     if !["append", "read", "mixed"].contains(&op.as_str()) {
         bail!("--op is append, read or mixed");
@@ -600,7 +694,12 @@ fn load(args: &[String]) -> Result<()> {
         None => {
             step("no testbed running: starting a temporary one");
             let tmp = dir.join("load");
-            let o = UpOptions { gossip_port: None, prefix: "tbload".into(), epmd_port: free_port()?, ..UpOptions::default() };
+            let o = UpOptions {
+                gossip_port: None,
+                prefix: "tbload".into(),
+                epmd_port: free_port()?,
+                ..UpOptions::default()
+            };
             let _ = std::fs::remove_dir_all(&tmp);
             match up(&o, &tmp, true) {
                 Ok(c) => (c, Some(tmp)),
@@ -611,8 +710,19 @@ fn load(args: &[String]) -> Result<()> {
             }
         }
     };
-    let store = opts.get("store").cloned().unwrap_or_else(|| cluster.stores.first().cloned().unwrap_or_else(|| "reg_gh".into()));
-    let nodes = cluster.nodes.iter().map(|(n, _)| format!("'{n}'")).collect::<Vec<_>>().join(",");
+    let store = opts.get("store").cloned().unwrap_or_else(|| {
+        cluster
+            .stores
+            .first()
+            .cloned()
+            .unwrap_or_else(|| "reg_gh".into())
+    });
+    let nodes = cluster
+        .nodes
+        .iter()
+        .map(|(n, _)| format!("'{n}'"))
+        .collect::<Vec<_>>()
+        .join(",");
     let eval = format!(
         "testbed_load:main(#{{nodes => [{nodes}], store => '{store}', concurrency => {concurrency}, seconds => {seconds}, op => {op}}})"
     );
@@ -630,7 +740,9 @@ fn load(args: &[String]) -> Result<()> {
 }
 
 fn free_port() -> Result<u16> {
-    Ok(TcpListener::bind((Ipv4Addr::LOCALHOST, 0))?.local_addr()?.port())
+    Ok(TcpListener::bind((Ipv4Addr::LOCALHOST, 0))?
+        .local_addr()?
+        .port())
 }
 
 /// `cargo xtask up`: start the testbed in the foreground, run a smoke round trip, and
@@ -641,7 +753,12 @@ pub fn up_demo(args: &[String]) -> Result<()> {
     let mut it = args.iter();
     while let Some(a) = it.next() {
         if a == "--for" {
-            hold = Some(it.next().context("--for needs seconds")?.parse().context("--for")?);
+            hold = Some(
+                it.next()
+                    .context("--for needs seconds")?
+                    .parse()
+                    .context("--for")?,
+            );
         } else {
             rest.push(a.clone());
         }
@@ -667,7 +784,11 @@ pub fn up_demo(args: &[String]) -> Result<()> {
         .map(|s| format!("ok = testbed:smoke('{first}', '{s}')"))
         .collect::<Vec<_>>()
         .join(", ");
-    let res = client_eval(&cluster, "tbsmoke", &format!("{smoke}, io:format(\"smoke ok~n\")"));
+    let res = client_eval(
+        &cluster,
+        "tbsmoke",
+        &format!("{smoke}, io:format(\"smoke ok~n\")"),
+    );
     match &res {
         Ok(_) => println!("smoke round trip (append + read through a random worker): ok"),
         Err(e) => eprintln!("smoke round trip failed: {e:#}"),

@@ -6,4 +6,5 @@
 //! - [`erl`]: a private EPMD and real `erl` nodes, killed by pid when dropped.
 
 pub mod erl;
+pub mod testbed;
 pub mod vectors;

@@ -1,7 +1,7 @@
 %%% @doc A control node for gater-testkit: reads requests from stdin, one a line,
 %%% `Id Target HexExpr', evaluates the Erlang expression (hex-encoded UTF-8) on Target
 %%% (a node name, or `local' for the control node itself) and prints `Id ok Term' or
-%%% `Id error Term' on one line.
+%%% `Id error Term' on one line; a binary result as `Id text Hex'.
 -module(testbed_ctl).
 -export([repl/0, eval/1]).
 
@@ -30,15 +30,19 @@ run_request(Line) ->
                                      R -> R
                                  end
                      end,
-            {Tag, Term} = case Result of
-                              {ok, V} -> {"ok", V};
-                              {error, E} -> {"error", E}
-                          end,
-            Text = lists:flatten(io_lib:format("~0tp", [Term])),
-            io:format("~s ~s ~ts~n", [Id, Tag, [C || C <- Text, C =/= $\n]]);
+            case Result of
+                {ok, Bin} when is_binary(Bin) ->
+                    io:format("~s text ~s~n", [Id, binary:encode_hex(Bin)]);
+                {ok, V} -> print(Id, "ok", V);
+                {error, E} -> print(Id, "error", E)
+            end;
         _ ->
             io:format("bad-request error ~0tp~n", [Line])
     end.
+
+print(Id, Tag, Term) ->
+    Text = lists:flatten(io_lib:format("~0tp", [Term])),
+    io:format("~s ~s ~ts~n", [Id, Tag, [C || C <- Text, C =/= $\n]]).
 
 %% @doc Evaluates an expression (a trailing `.' is optional).
 eval(Expr) ->

@@ -1,0 +1,656 @@
+//! A private BEAM testbed cluster for an integration test: real Erlang nodes that speak
+//! ExESDB's gateway protocol (`dev-env/testbed`, see `docs/testbed.md`).
+//!
+//! ```text
+//!   test ── Testbed::start ──> private EPMD (own port)
+//!                     ├──────> node 0..N (erl, -name <unique>n<i>@127.0.0.1, own data dir)
+//!                     └──────> control node (hidden; runs expressions for eval/fault hooks)
+//! ```
+//!
+//! Every process is a child of the test and is killed by its own pid when the
+//! [`Testbed`] is dropped, also when the test panics. Names, ports and data directories
+//! are unique per cluster, so tests can run in parallel.
+//!
+//! ```no_run
+//! use gater_testkit::testbed::{Testbed, TestbedConfig};
+//! let tb = Testbed::start(TestbedConfig::default()).expect("testbed starts");
+//! let nodes = tb.node_names();           // connect with tb.cookie(), tb.epmd_port()
+//! assert_eq!(tb.eval(0, "1 + 1").unwrap(), "2");
+//! # drop(nodes);
+//! ```
+
+use crate::erl::{Epmd, ErlError, ErlNode, NodeSpec, find_program, unique_name};
+use crate::vectors::workspace_root;
+use std::io::{BufRead, BufReader, Write};
+use std::net::Ipv4Addr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, ChildStdin, Command, Stdio};
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::mpsc;
+use std::time::Duration;
+
+/// How long one control request (an `eval`) may take.
+pub const EVAL_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Why a testbed could not be started or used.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum TestbedError {
+    /// An Erlang process (EPMD, a node) could not be started.
+    #[error(transparent)]
+    Erl(#[from] ErlError),
+    /// erlc failed on `dev-env/testbed/src` (a syntax error, or Erlang/OTP missing).
+    #[error("compiling the testbed failed: {0}")]
+    Compile(String),
+    /// A file or process operation failed.
+    #[error("testbed I/O: {0}")]
+    Io(#[from] std::io::Error),
+    /// The configuration is unusable (for example a gossip address outside loopback).
+    #[error("bad testbed config: {0}")]
+    Config(String),
+    /// An expression failed on a node, or the node is down.
+    #[error("eval on {target} failed: {message}")]
+    Eval {
+        /// The node (or `local` for the control node).
+        target: String,
+        /// The Erlang error, printed.
+        message: String,
+    },
+    /// The control node stopped answering.
+    #[error("the testbed control node is gone")]
+    ControlGone,
+}
+
+/// Gossip heartbeats that every node sends (libcluster format, loopback only).
+#[derive(Debug, Clone)]
+pub struct GossipConfig {
+    /// UDP port.
+    pub port: u16,
+    /// A multicast group (sent via 127.0.0.1 with TTL 1) or an address in 127.0.0.0/8.
+    pub addr: Ipv4Addr,
+    /// Seal the heartbeats with this secret (AES-256-CBC), or send them plain.
+    pub secret: Option<String>,
+    /// Random interval between heartbeats, in ms (libcluster: 1..5000).
+    pub interval_ms: (u64, u64),
+}
+
+impl GossipConfig {
+    /// Plain heartbeats to 239.255.0.1 on `port`, every 1..5000 ms.
+    pub fn on_port(port: u16) -> Self {
+        Self {
+            port,
+            addr: Ipv4Addr::new(239, 255, 0, 1),
+            secret: None,
+            interval_ms: (1, 5000),
+        }
+    }
+}
+
+/// What cluster to start.
+#[derive(Debug, Clone)]
+pub struct TestbedConfig {
+    /// Number of nodes (started one after another).
+    pub nodes: usize,
+    /// Store ids (atoms).
+    pub stores: Vec<String>,
+    /// Gateway workers per store and node.
+    pub workers_per_store: usize,
+    /// Distribution cookie.
+    pub cookie: String,
+    /// Node names are `<prefix>_<pid>_<n>n<i>@127.0.0.1`.
+    pub name_prefix: String,
+    /// How long followers take to make a replicated write readable (0: at once).
+    pub lag_ms: u64,
+    /// Gossip heartbeats, or none.
+    pub gossip: Option<GossipConfig>,
+}
+
+impl Default for TestbedConfig {
+    fn default() -> Self {
+        Self {
+            nodes: 3,
+            stores: vec!["reg_gh".into()],
+            workers_per_store: 2,
+            cookie: "testbed_cookie".into(),
+            name_prefix: "tb".into(),
+            lag_ms: 0,
+            gossip: None,
+        }
+    }
+}
+
+/// One event as stored in a node's log (see [`Testbed::stored_events`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredEvent {
+    /// The stream id.
+    pub stream: String,
+    /// The 0-based event number.
+    pub number: i64,
+    /// The event id given at append.
+    pub event_id: String,
+}
+
+/// A running private cluster; dropping it stops every process it started.
+#[derive(Debug)]
+pub struct Testbed {
+    // Drop order: control node, nodes, then EPMD, then the data folder.
+    ctl: Mutex<Control>,
+    nodes: Vec<Option<ErlNode>>,
+    epmd: Epmd,
+    data: DataDir,
+    names: Vec<String>,
+    config: TestbedConfig,
+    ebin: PathBuf,
+}
+
+impl Testbed {
+    /// Compiles the testbed if needed, starts a private EPMD, the nodes one after another
+    /// (each returns once its stores serve), and a hidden control node.
+    pub fn start(config: TestbedConfig) -> Result<Self, TestbedError> {
+        validate(&config)?;
+        let ebin = ensure_compiled()?;
+        let epmd = Epmd::start()?;
+        let base = unique_name(&config.name_prefix);
+        let data = DataDir::create(&unique_name("exesdb-testbed"))?;
+        let names: Vec<String> = (0..config.nodes)
+            .map(|i| format!("{base}n{i}@127.0.0.1"))
+            .collect();
+        let ctl = Control::start(&epmd, &format!("{base}ctl"), &config.cookie, &ebin)?;
+        let mut tb = Testbed {
+            ctl: Mutex::new(ctl),
+            nodes: Vec::new(),
+            epmd,
+            data,
+            names,
+            config,
+            ebin,
+        };
+        for i in 0..tb.names.len() {
+            let node = tb.spawn_node(i, &tb.names[..=i])?;
+            tb.nodes.push(Some(node));
+        }
+        Ok(tb)
+    }
+
+    fn spawn_node(&self, i: usize, seeds: &[String]) -> Result<ErlNode, TestbedError> {
+        let name = &self.names[i];
+        let dir = self.node_data_dir(i);
+        std::fs::create_dir_all(&dir)?;
+        let c = &self.config;
+        let stores = c.stores.join(",");
+        let seeds = seeds
+            .iter()
+            .map(|s| format!("'{s}'"))
+            .collect::<Vec<_>>()
+            .join(",");
+        let gossip = match &c.gossip {
+            None => "undefined".to_string(),
+            Some(g) => {
+                let [a, b, cc, d] = g.addr.octets();
+                format!(
+                    "#{{port => {}, addr => {{{a},{b},{cc},{d}}}, secret => {}, interval => {{{},{}}}}}",
+                    g.port,
+                    g.secret
+                        .as_ref()
+                        .map_or("undefined".into(), |s| format!("<<\"{s}\">>")),
+                    g.interval_ms.0,
+                    g.interval_ms.1
+                )
+            }
+        };
+        let boot = format!(
+            "ok = testbed:boot(#{{stores => [{stores}], workers_per_store => {}, lag_ms => {}, \
+             data_dir => \"{}\", seeds => [{seeds}], gossip => {gossip}}})",
+            c.workers_per_store,
+            c.lag_ms,
+            dir.display()
+        );
+        let short = name.trim_end_matches("@127.0.0.1");
+        let spec = NodeSpec::new(short, &c.cookie)
+            .code_path(&self.ebin)
+            .eval(boot);
+        Ok(ErlNode::start(&self.epmd, spec)?)
+    }
+
+    /// Full node names (`...@127.0.0.1`), index = node number.
+    pub fn node_names(&self) -> Vec<String> {
+        self.names.clone()
+    }
+
+    /// The full name of node `i`.
+    pub fn node_name(&self, i: usize) -> &str {
+        &self.names[i]
+    }
+
+    /// The cookie of every node.
+    pub fn cookie(&self) -> &str {
+        &self.config.cookie
+    }
+
+    /// The port of the private EPMD (give it to clients as `ERL_EPMD_PORT`).
+    pub fn epmd_port(&self) -> u16 {
+        self.epmd.port()
+    }
+
+    /// The store ids.
+    pub fn stores(&self) -> &[String] {
+        &self.config.stores
+    }
+
+    /// The folder that holds every node's data folder.
+    pub fn data_dir(&self) -> &Path {
+        &self.data.0
+    }
+
+    /// Node `i`'s data folder; its log of store S is `<dir>/<S>.log` (docs/testbed.md).
+    pub fn node_data_dir(&self, i: usize) -> PathBuf {
+        self.data.0.join(&self.names[i])
+    }
+
+    /// The compiled testbed (`-pa` it to run testbed modules on nodes of your own).
+    pub fn ebin_dir(&self) -> &Path {
+        &self.ebin
+    }
+
+    /// Whether node `i` is running (not killed).
+    pub fn is_running(&self, i: usize) -> bool {
+        self.nodes.get(i).is_some_and(Option::is_some)
+    }
+
+    /// The OS pid of node `i`, if it runs.
+    pub fn os_pid(&self, i: usize) -> Option<u32> {
+        self.nodes.get(i)?.as_ref()?.os_pid()
+    }
+
+    /// Kills node `i` at once (SIGKILL), as a crash would.
+    pub fn kill_node(&mut self, i: usize) {
+        if let Some(mut node) = self.nodes.get_mut(i).and_then(Option::take) {
+            node.kill();
+        }
+    }
+
+    /// Starts node `i` again (same name and data folder; it replays its log and catches
+    /// up with the leader); returns once it serves.
+    pub fn restart_node(&mut self, i: usize) -> Result<(), TestbedError> {
+        self.kill_node(i);
+        let node = self.spawn_node(i, &self.names.clone())?;
+        self.nodes[i] = Some(node);
+        Ok(())
+    }
+
+    /// Evaluates an Erlang expression on node `i` (through the control node); returns
+    /// the value printed on one line (`~0tp`), or, when it is a binary, its text.
+    pub fn eval(&self, i: usize, expr: &str) -> Result<String, TestbedError> {
+        self.eval_on(&self.names[i].clone(), expr)
+    }
+
+    /// Evaluates an expression on the control node itself (it can read every node's
+    /// data folder, also of a node that is down).
+    pub fn eval_local(&self, expr: &str) -> Result<String, TestbedError> {
+        self.eval_on("local", expr)
+    }
+
+    fn eval_on(&self, target: &str, expr: &str) -> Result<String, TestbedError> {
+        let mut ctl = self.ctl.lock().map_err(|_| TestbedError::ControlGone)?;
+        ctl.request(target, expr)
+    }
+
+    /// `{ServerName, LeaderNode}`'s node of `ra_leaderboard:lookup_leader(Store)` as
+    /// seen from the first running node, or `None` during an election.
+    pub fn leader(&self, store: &str) -> Result<Option<String>, TestbedError> {
+        let i = (0..self.names.len())
+            .find(|&i| self.is_running(i))
+            .ok_or_else(|| TestbedError::Config("no node is running".into()))?;
+        let out = self.eval(
+            i,
+            &format!(
+                "case ra_leaderboard:lookup_leader('{store}') of {{_, N}} -> atom_to_binary(N); _ -> <<>> end"
+            ),
+        )?;
+        Ok((!out.is_empty()).then_some(out))
+    }
+
+    /// The index of the node that leads `store`.
+    pub fn leader_index(&self, store: &str) -> Result<Option<usize>, TestbedError> {
+        Ok(self
+            .leader(store)?
+            .and_then(|n| self.names.iter().position(|x| *x == n)))
+    }
+
+    /// Every event in node `i`'s log of `store`, in log order (read from the file by the
+    /// control node, so it works for a node that is down).
+    pub fn stored_events(&self, i: usize, store: &str) -> Result<Vec<StoredEvent>, TestbedError> {
+        let dir = self.node_data_dir(i);
+        let out = self.eval_local(&format!(
+            "iolist_to_binary([[S, $\\t, integer_to_binary(N), $\\t, Id, $\\n] || {{S, N, Id}} <- testbed:stored_events(\"{}\", '{store}')])",
+            dir.display()
+        ))?;
+        Ok(out
+            .lines()
+            .filter_map(|l| {
+                let mut f = l.split('\t');
+                Some(StoredEvent {
+                    stream: f.next()?.to_string(),
+                    number: f.next()?.parse().ok()?,
+                    event_id: f.next()?.to_string(),
+                })
+            })
+            .collect())
+    }
+
+    /// `ok` when node `i`'s log of `store` has every event exactly once and no gaps;
+    /// otherwise the problem, printed.
+    pub fn check_log(&self, i: usize, store: &str) -> Result<String, TestbedError> {
+        self.eval_local(&format!(
+            "testbed:check_log(\"{}\", '{store}')",
+            self.node_data_dir(i).display()
+        ))
+    }
+
+    /// Makes every gateway worker of `store` on node `i` take `ms` longer per request.
+    pub fn slow_workers(&self, i: usize, store: &str, ms: u64) -> Result<String, TestbedError> {
+        self.eval(i, &format!("testbed_fault:slow_worker('{store}', {ms})"))
+    }
+
+    /// Makes every gateway worker of `store` on node `i` crash on its next request.
+    pub fn crash_workers_next(&self, i: usize, store: &str) -> Result<String, TestbedError> {
+        self.eval(i, &format!("testbed_fault:crash_next('{store}')"))
+    }
+
+    /// Removes the Swarm names of `store`'s workers on node `i` (the processes live on).
+    pub fn unregister_workers(&self, i: usize, store: &str) -> Result<String, TestbedError> {
+        self.eval(i, &format!("testbed_fault:unregister_worker('{store}')"))
+    }
+
+    /// The Swarm names of every gateway worker in the cluster, printed, seen from node `i`.
+    pub fn worker_names(&self, i: usize) -> Result<Vec<String>, TestbedError> {
+        let out = self.eval(
+            i,
+            "iolist_to_binary([[io_lib:format(\"~0p\", [N]), $\\n] || {N, _} <- 'Elixir.Swarm':registered(), 'Elixir.ExESDB.GatewayWorker':is_worker_name(N)])",
+        )?;
+        Ok(out.lines().map(String::from).collect())
+    }
+}
+
+fn validate(c: &TestbedConfig) -> Result<(), TestbedError> {
+    let ok_name = |s: &str| {
+        !s.is_empty()
+            && s.chars()
+                .all(|ch| ch.is_ascii_alphanumeric() || ch == '_' || ch == '-')
+    };
+    if c.nodes == 0 || c.stores.is_empty() || c.workers_per_store == 0 {
+        return Err(TestbedError::Config(
+            "need at least one node, one store and one worker".into(),
+        ));
+    }
+    if !c.stores.iter().all(|s| {
+        ok_name(s) && s.starts_with(|ch: char| ch.is_ascii_lowercase()) && !s.contains('-')
+    }) {
+        return Err(TestbedError::Config(
+            "store ids are lowercase atoms ([a-z][a-z0-9_]*)".into(),
+        ));
+    }
+    if !ok_name(&c.cookie) || !ok_name(&c.name_prefix) {
+        return Err(TestbedError::Config(
+            "cookie and name prefix are [A-Za-z0-9_-]+".into(),
+        ));
+    }
+    if let Some(g) = &c.gossip {
+        let a = g.addr;
+        if !(a.is_loopback() || a.is_multicast()) {
+            return Err(TestbedError::Config(format!(
+                "gossip to {a} could leave the machine: use 127.0.0.0/8 or a multicast group"
+            )));
+        }
+        if let Some(s) = &g.secret
+            && !s
+                .chars()
+                .all(|ch| ch.is_ascii_graphic() && ch != '"' && ch != '\\')
+        {
+            return Err(TestbedError::Config(
+                "gossip secret: printable ASCII without quotes".into(),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// A folder removed when dropped.
+#[derive(Debug)]
+struct DataDir(PathBuf);
+
+impl DataDir {
+    fn create(name: &str) -> Result<Self, TestbedError> {
+        let dir = std::env::temp_dir().join(name);
+        std::fs::create_dir_all(&dir)?;
+        Ok(DataDir(dir))
+    }
+}
+
+impl Drop for DataDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// The hidden control node: expressions in on stdin, results out on stdout.
+#[derive(Debug)]
+struct Control {
+    child: Child,
+    stdin: ChildStdin,
+    lines: mpsc::Receiver<String>,
+    next: u64,
+}
+
+impl Control {
+    fn start(epmd: &Epmd, name: &str, cookie: &str, ebin: &Path) -> Result<Self, TestbedError> {
+        let erl = find_program("erl")?;
+        let mut child = Command::new(erl)
+            .env("ERL_EPMD_PORT", epmd.port().to_string())
+            .args(["-noshell", "-hidden", "-name", &format!("{name}@127.0.0.1")])
+            .args(["-setcookie", cookie])
+            .args(["-kernel", "inet_dist_use_interface", "{127,0,0,1}"])
+            .arg("-pa")
+            .arg(ebin)
+            .args(["-eval", "testbed_ctl:repl()"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .map_err(|source| ErlError::Spawn {
+                what: "testbed control node".into(),
+                source,
+            })?;
+        let (tx, lines) = mpsc::channel();
+        if let Some(out) = child.stdout.take() {
+            std::thread::spawn(move || {
+                for line in BufReader::new(out).lines().map_while(Result::ok) {
+                    if tx.send(line).is_err() {
+                        break;
+                    }
+                }
+            });
+        }
+        let stdin = child.stdin.take().ok_or(TestbedError::ControlGone)?;
+        let ctl = Control {
+            child,
+            stdin,
+            lines,
+            next: 0,
+        };
+        loop {
+            match ctl.lines.recv_timeout(crate::erl::START_TIMEOUT) {
+                Ok(l) if l.contains("testbed-ctl-ready") => return Ok(ctl),
+                Ok(_) => continue,
+                Err(_) => {
+                    return Err(ErlError::NotReady {
+                        what: "testbed control node".into(),
+                        timeout: crate::erl::START_TIMEOUT,
+                        output: String::new(),
+                    }
+                    .into());
+                }
+            }
+        }
+    }
+
+    fn request(&mut self, target: &str, expr: &str) -> Result<String, TestbedError> {
+        self.next += 1;
+        let id = format!("r{}", self.next);
+        let hex: String = expr.bytes().map(|b| format!("{b:02x}")).collect();
+        writeln!(self.stdin, "{id} {target} {hex}").map_err(|_| TestbedError::ControlGone)?;
+        self.stdin.flush().map_err(|_| TestbedError::ControlGone)?;
+        loop {
+            let line = self
+                .lines
+                .recv_timeout(EVAL_TIMEOUT)
+                .map_err(|_| TestbedError::ControlGone)?;
+            let mut parts = line.splitn(3, ' ');
+            if parts.next() != Some(id.as_str()) {
+                continue; // log output of the control node
+            }
+            let tag = parts.next().unwrap_or_default();
+            let body = parts.next().unwrap_or_default().to_string();
+            return match tag {
+                "ok" => Ok(body),
+                "text" => Ok(String::from_utf8_lossy(&unhex(&body)).into_owned()),
+                _ => Err(TestbedError::Eval {
+                    target: target.into(),
+                    message: body,
+                }),
+            };
+        }
+    }
+}
+
+impl Drop for Control {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn unhex(s: &str) -> Vec<u8> {
+    (0..s.len() / 2)
+        .filter_map(|i| u8::from_str_radix(s.get(2 * i..2 * i + 2)?, 16).ok())
+        .collect()
+}
+
+/// Compiles `dev-env/testbed` into a cache folder keyed by a hash of its sources
+/// (`<target>/testbed-ebin/<hash>`), once; concurrent test binaries each compile into a
+/// temporary folder and rename it into place, so none sees a half-written one.
+pub fn ensure_compiled() -> Result<PathBuf, TestbedError> {
+    let src = workspace_root().join("dev-env").join("testbed").join("src");
+    let mut files: Vec<PathBuf> = std::fs::read_dir(&src)?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| {
+            p.extension().is_some_and(|x| x == "erl")
+                || p.file_name().is_some_and(|n| n == "ex_esdb.app.src")
+        })
+        .collect();
+    files.sort();
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for f in &files {
+        let name = f.file_name().map(|n| n.to_string_lossy().into_owned());
+        for b in name.unwrap_or_default().bytes().chain(std::fs::read(f)?) {
+            hash = (hash ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3);
+        }
+    }
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| workspace_root().join("target"));
+    let cache = target.join("testbed-ebin");
+    let dest = cache.join(format!("{hash:016x}"));
+    if dest.join("ex_esdb.app").is_file() {
+        return Ok(dest);
+    }
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let tmp = cache.join(format!(
+        ".tmp-{}-{}",
+        std::process::id(),
+        NEXT.fetch_add(1, Ordering::Relaxed)
+    ));
+    std::fs::create_dir_all(&tmp)?;
+    let erlc = find_program("erlc")?;
+    let out = Command::new(erlc)
+        .arg("-o")
+        .arg(&tmp)
+        .args(
+            files
+                .iter()
+                .filter(|f| f.extension().is_some_and(|x| x == "erl")),
+        )
+        .output()?;
+    if !out.status.success() {
+        let _ = std::fs::remove_dir_all(&tmp);
+        return Err(TestbedError::Compile(format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        )));
+    }
+    std::fs::copy(src.join("ex_esdb.app.src"), tmp.join("ex_esdb.app"))?;
+    if std::fs::rename(&tmp, &dest).is_err() {
+        // Another test binary won the race: use its copy.
+        let _ = std::fs::remove_dir_all(&tmp);
+        if !dest.join("ex_esdb.app").is_file() {
+            return Err(TestbedError::Compile(format!(
+                "could not move the compiled testbed to {}",
+                dest.display()
+            )));
+        }
+    }
+    Ok(dest)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_private_cluster_serves_survives_a_follower_kill_and_stops() {
+        let mut tb = Testbed::start(TestbedConfig::default()).expect("testbed starts");
+        assert_eq!(tb.node_names().len(), 3);
+        assert_eq!(tb.eval(0, "1 + 1").expect("eval"), "2");
+        let leader = tb
+            .leader_index("reg_gh")
+            .expect("leader")
+            .expect("a leader");
+        let first = tb.node_name(0).to_string();
+        // A round trip through a random worker, seen from the first node.
+        tb.eval_local(&format!("testbed:smoke('{first}', reg_gh)"))
+            .expect("smoke");
+        assert_eq!(tb.worker_names(0).expect("names").len(), 6);
+        let follower = (0..3).find(|&i| i != leader).expect("a follower");
+        let pid = tb.os_pid(follower).expect("running");
+        tb.kill_node(follower);
+        assert!(!tb.is_running(follower));
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+        assert!(stat.is_empty() || !stat.contains("beam"));
+        // The killed follower's log holds the acknowledged append exactly once.
+        let events = tb.stored_events(follower, "reg_gh").expect("log");
+        assert_eq!(events.len(), 1, "{events:?}");
+        assert_eq!(tb.check_log(follower, "reg_gh").expect("check"), "ok");
+        tb.restart_node(follower).expect("restarts");
+        assert_eq!(tb.check_log(follower, "reg_gh").expect("check"), "ok");
+        let dir = tb.data_dir().to_path_buf();
+        drop(tb);
+        assert!(!dir.exists());
+    }
+
+    #[test]
+    fn gossip_outside_loopback_is_refused() {
+        let config = TestbedConfig {
+            gossip: Some(GossipConfig {
+                addr: Ipv4Addr::BROADCAST,
+                ..GossipConfig::on_port(45892)
+            }),
+            ..TestbedConfig::default()
+        };
+        assert!(matches!(
+            Testbed::start(config),
+            Err(TestbedError::Config(_))
+        ));
+    }
+}
