@@ -78,7 +78,7 @@ pub struct GossipConfig {
     pub secret: Option<Secret>,
     /// Send heartbeats too (off by default).
     pub sender: Option<SenderConfig>,
-    /// A node whose heartbeats are ignored (our own name, when sending).
+    /// A node whose heartbeats are ignored; the sender's node is always ignored.
     pub ignore_node: Option<NodeName>,
 }
 

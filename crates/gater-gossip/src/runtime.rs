@@ -170,10 +170,15 @@ impl Discovery {
                     dest,
                 )));
             }
+            // Our own heartbeats come back (multicast loop): never report ourselves.
+            let ignore = gossip
+                .ignore_node
+                .clone()
+                .or_else(|| gossip.sender.as_ref().map(|s| s.node.clone()));
             tasks.push(tokio::spawn(listen(
                 socket,
                 codec,
-                gossip.ignore_node.clone(),
+                ignore,
                 Arc::clone(&counters),
                 obs_tx.clone(),
             )));

@@ -62,7 +62,6 @@ fn sending(mut config: GossipConfig, name: &str, interval_ms: (u64, u64)) -> Gos
     let mut sender = SenderConfig::new(node(name));
     sender.min_interval = Duration::from_millis(interval_ms.0);
     sender.max_interval = Duration::from_millis(interval_ms.1);
-    config.ignore_node = Some(sender.node.clone());
     config.sender = Some(sender);
     config
 }
@@ -288,4 +287,37 @@ fn start_outside_a_runtime_is_an_error() {
     })
     .expect_err("no runtime");
     assert!(matches!(err, gater_gossip::Error::NoRuntime));
+}
+
+#[tokio::test]
+async fn gossip_and_static_nodes_arrive_on_one_stream() {
+    let port = free_udp_port();
+    let gossip = multicast(port, Some("s"));
+    loopback_only(&gossip);
+    let mut discovery = Discovery::start(DiscoveryConfig {
+        gossip: Some(gossip),
+        static_nodes: vec![node("pinned@10.9.9.9")],
+        ..DiscoveryConfig::default()
+    })
+    .expect("starts");
+    let _sender = start(sending(
+        multicast(port, Some("s")),
+        "gossiped@127.0.0.1",
+        (1, 5000),
+    ));
+    let mut seen = Vec::new();
+    while seen.len() < 2 {
+        let event = tokio::time::timeout(HEARTBEAT_PERIOD + SLACK, discovery.recv())
+            .await
+            .expect("in time")
+            .expect("open");
+        match event {
+            DiscoveryEvent::NodeSeen { node, source } => seen.push((node.to_string(), source)),
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    seen.sort_by(|a, b| a.0.cmp(&b.0));
+    assert_eq!(seen[0].0, "gossiped@127.0.0.1");
+    assert!(matches!(seen[0].1, Source::Gossip { from } if from.ip().is_loopback()));
+    assert_eq!(seen[1], ("pinned@10.9.9.9".to_owned(), Source::Static));
 }
