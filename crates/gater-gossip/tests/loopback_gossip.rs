@@ -321,3 +321,20 @@ async fn gossip_and_static_nodes_arrive_on_one_stream() {
     assert!(matches!(seen[0].1, Source::Gossip { from } if from.ip().is_loopback()));
     assert_eq!(seen[1], ("pinned@10.9.9.9".to_owned(), Source::Static));
 }
+
+#[tokio::test]
+async fn a_multicast_listener_also_hears_broadcast_heartbeats() {
+    let port = free_udp_port();
+    let mut listener = start(multicast(port, Some("s")));
+    let _b = start(sending(
+        broadcast(port, Some("s")),
+        "bcast@127.0.0.1",
+        (1, 5000),
+    ));
+    expect_seen(
+        &mut listener,
+        &["bcast@127.0.0.1"],
+        HEARTBEAT_PERIOD + SLACK,
+    )
+    .await;
+}
