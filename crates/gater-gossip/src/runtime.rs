@@ -264,6 +264,7 @@ async fn hub(
             obs = observations.recv(), if sources_open => match obs {
                 Some(Observation { node, source }) => {
                     if let Some(event) = table.observe(now(), &node, source) {
+                        tracing::info!(%node, source = ?event.source(), "node seen");
                         if events.send(event).await.is_err() {
                             return;
                         }
@@ -273,6 +274,7 @@ async fn hub(
             },
             () = sleep_until(deadline) => {
                 for event in table.expire(now()) {
+                    tracing::info!(node = %event.node(), "node gone");
                     if events.send(event).await.is_err() {
                         return;
                     }
