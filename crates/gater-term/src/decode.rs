@@ -14,7 +14,7 @@ use crate::error::DecodeError;
 use crate::tag::*;
 
 /// Hard ceiling on nesting, whatever the limits say: decoding recurses once per level.
-pub(crate) const HARD_MAX_DEPTH: usize = 1024;
+pub(crate) const HARD_MAX_DEPTH: usize = 256;
 
 /// A cursor over one buffer with the budget of a [`DecodeLimits`].
 pub(crate) struct Reader<'a> {
@@ -265,10 +265,69 @@ impl<'a> Reader<'a> {
     }
 
     /// Decodes one term (no version byte) at the cursor.
+    ///
+    /// The common tags are handled here and containers in their own small functions,
+    /// so that the stack frames of the recursion stay small.
     pub(crate) fn term(&mut self) -> Result<Term, DecodeError> {
         let offset = self.pos;
         let tag = self.u8()?;
         self.spend(1)?;
+        match tag {
+            SMALL_INTEGER_EXT => Ok(Term::FixInteger(FixInteger::from(self.u8()?))),
+            INTEGER_EXT => Ok(Term::FixInteger(FixInteger::from(self.u32()? as i32))),
+            ATOM_EXT | ATOM_UTF8_EXT | SMALL_ATOM_EXT | SMALL_ATOM_UTF8_EXT => Ok(Term::Atom(
+                Atom::from(self.atom_body(tag, offset)?.into_owned()),
+            )),
+            BINARY_EXT => {
+                let len = self.u32()? as usize;
+                Ok(Term::Binary(Binary::from(self.take(len)?)))
+            }
+            NIL_EXT => Ok(Term::List(List::nil())),
+            SMALL_TUPLE_EXT | LARGE_TUPLE_EXT => self.tuple_body(tag),
+            MAP_EXT => self.map_body(offset),
+            LIST_EXT => self.list(offset),
+            _ => self.term_cold(tag, offset),
+        }
+    }
+
+    #[inline(never)]
+    fn tuple_body(&mut self, tag: u8) -> Result<Term, DecodeError> {
+        let count_at = self.pos;
+        let n = if tag == SMALL_TUPLE_EXT {
+            self.u8()? as usize
+        } else {
+            self.u32()? as usize
+        };
+        self.check_count(n, 1, count_at)?;
+        self.enter()?;
+        let mut elements = Vec::with_capacity(n);
+        for _ in 0..n {
+            elements.push(self.term()?);
+        }
+        self.leave();
+        Ok(Term::Tuple(Tuple { elements }))
+    }
+
+    #[inline(never)]
+    fn map_body(&mut self, offset: usize) -> Result<Term, DecodeError> {
+        let count_at = self.pos;
+        let n = self.u32()? as usize;
+        self.check_count(n, 2, count_at)?;
+        self.enter()?;
+        let mut map = HashMap::with_capacity(n);
+        for _ in 0..n {
+            let k = self.term()?;
+            let v = self.term()?;
+            if map.insert(k, v).is_some() {
+                return Err(DecodeError::DuplicateMapKey { offset });
+            }
+        }
+        self.leave();
+        Ok(Term::Map(Map { map }))
+    }
+
+    #[inline(never)]
+    fn term_cold(&mut self, tag: u8, offset: usize) -> Result<Term, DecodeError> {
         Ok(match tag {
             SMALL_INTEGER_EXT => Term::FixInteger(FixInteger::from(self.u8()?)),
             INTEGER_EXT => Term::FixInteger(FixInteger::from(self.u32()? as i32)),
@@ -320,39 +379,6 @@ impl<'a> Reader<'a> {
                         bytes: bytes.to_vec(),
                     })
                 }
-            }
-            LIST_EXT => self.list(offset)?,
-            SMALL_TUPLE_EXT | LARGE_TUPLE_EXT => {
-                let count_at = self.pos;
-                let n = if tag == SMALL_TUPLE_EXT {
-                    self.u8()? as usize
-                } else {
-                    self.u32()? as usize
-                };
-                self.check_count(n, 1, count_at)?;
-                self.enter()?;
-                let mut elements = Vec::with_capacity(n);
-                for _ in 0..n {
-                    elements.push(self.term()?);
-                }
-                self.leave();
-                Term::Tuple(Tuple { elements })
-            }
-            MAP_EXT => {
-                let count_at = self.pos;
-                let n = self.u32()? as usize;
-                self.check_count(n, 2, count_at)?;
-                self.enter()?;
-                let mut map = HashMap::with_capacity(n);
-                for _ in 0..n {
-                    let k = self.term()?;
-                    let v = self.term()?;
-                    if map.insert(k, v).is_some() {
-                        return Err(DecodeError::DuplicateMapKey { offset });
-                    }
-                }
-                self.leave();
-                Term::Map(Map { map })
             }
             PID_EXT | NEW_PID_EXT => Term::Pid(self.pid_body(tag)?),
             PORT_EXT | NEW_PORT_EXT | V4_PORT_EXT => {
@@ -473,6 +499,7 @@ impl<'a> Reader<'a> {
         })
     }
 
+    #[inline(never)]
     fn list(&mut self, offset: usize) -> Result<Term, DecodeError> {
         let n = self.count32(1)?;
         self.enter()?;

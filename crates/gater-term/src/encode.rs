@@ -4,6 +4,7 @@ use eetf::{InternalFun, Term};
 use num_bigint::Sign;
 
 use crate::error::EncodeError;
+use crate::matching::TermExt;
 use crate::order::compare_exact;
 use crate::tag::*;
 
@@ -247,13 +248,29 @@ pub(crate) fn write_term(out: &mut Vec<u8>, term: &Term, atoms: AtomEncoding) {
             }
         }
         Term::ImproperList(l) => {
-            if !l.elements.is_empty() {
-                write_list_header(out, l.elements.len());
-                for e in &l.elements {
-                    write_term(out, e, atoms);
+            // `[a | [b | c]]` is `[a, b | c]`: write the flat form OTP writes.
+            let mut elements: Vec<&Term> = l.elements.iter().collect();
+            let mut tail = &*l.last;
+            while let Term::ImproperList(inner) = tail {
+                elements.extend(inner.elements.iter());
+                tail = &inner.last;
+            }
+            match tail {
+                Term::List(_) | Term::ByteList(_) => {
+                    let mut all: Vec<Term> = elements.into_iter().cloned().collect();
+                    all.extend(tail.as_list().unwrap_or_default().iter().cloned());
+                    write_term(out, &Term::List(eetf::List { elements: all }), atoms);
+                }
+                _ => {
+                    if !elements.is_empty() {
+                        write_list_header(out, elements.len());
+                        for e in elements {
+                            write_term(out, e, atoms);
+                        }
+                    }
+                    write_term(out, tail, atoms);
                 }
             }
-            write_term(out, &l.last, atoms);
         }
         Term::Tuple(t) => {
             write_tuple_header(out, t.elements.len());

@@ -58,7 +58,8 @@ pub use matching::TermExt;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct DecodeLimits {
     /// Deepest nesting of containers (lists, tuples, maps, fun environments). Capped
-    /// at 1024 whatever the value, since decoding recurses once per level.
+    /// at 256 whatever the value: decoding recurses once per level, and 256 levels fit
+    /// a 2 MiB thread stack (a tokio worker's) even in debug builds.
     pub max_depth: usize,
     /// Most terms (every list item, tuple element, map key and value, string byte) in
     /// the whole term.
