@@ -176,7 +176,7 @@ pub fn erlang_tests() -> Result<()> {
             },
         )
         .env("TESTBED_SCRATCH", &scratch)
-        .args(["-noshell", "-noinput", "-name"])
+        .args(["-noshell", "-noinput", "-hidden", "-name"])
         .arg(format!("tbtest{}@127.0.0.1", std::process::id()))
         .args(["-setcookie", "testbed_eunit"])
         .args(["-kernel", "inet_dist_use_interface", "{127,0,0,1}"])
