@@ -345,6 +345,8 @@ struct Cluster {
     stores: Vec<String>,
     /// (node name, OS pid)
     nodes: Vec<(String, u32)>,
+    /// The state folder (pid file, node logs).
+    dir: PathBuf,
 }
 
 impl Cluster {
@@ -367,7 +369,10 @@ impl Cluster {
         let Ok(text) = std::fs::read_to_string(dir.join("state")) else {
             return Ok(None);
         };
-        let mut c = Cluster::default();
+        let mut c = Cluster {
+            dir: dir.to_path_buf(),
+            ..Cluster::default()
+        };
         for line in text.lines() {
             let mut parts = line.splitn(3, ' ');
             match (parts.next(), parts.next(), parts.next()) {
@@ -410,7 +415,7 @@ impl Cluster {
         );
         println!("  stores:   {}", self.stores.join(","));
         println!("  data dir: {}", self.data_dir.display());
-        println!("  logs:     {}/<node>.log", state_dir().display());
+        println!("  logs:     {}/<node>.log", self.dir.display());
         println!(
             "  connect:  ERL_EPMD_PORT={} erl -hidden -name me@127.0.0.1 -setcookie {}",
             self.epmd_port, self.cookie
@@ -436,6 +441,7 @@ fn up(o: &UpOptions, dir: &Path, detach: bool) -> Result<Cluster> {
         epmd_port: o.epmd_port,
         data_dir: data_dir.clone(),
         stores: o.stores.clone(),
+        dir: dir.to_path_buf(),
         ..Cluster::default()
     };
     if !listening(o.epmd_port) {
