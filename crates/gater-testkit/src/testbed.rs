@@ -136,7 +136,7 @@ pub struct StoredEvent {
 pub struct Testbed {
     // Drop order: control node, nodes, then EPMD, then the data folder.
     ctl: Mutex<Control>,
-    nodes: Vec<Option<ErlNode>>,
+    nodes: Mutex<Vec<Option<ErlNode>>>,
     epmd: Epmd,
     data: DataDir,
     names: Vec<String>,
@@ -157,9 +157,9 @@ impl Testbed {
             .map(|i| format!("{base}n{i}@127.0.0.1"))
             .collect();
         let ctl = Control::start(&epmd, &format!("{base}ctl"), &config.cookie, &ebin)?;
-        let mut tb = Testbed {
+        let tb = Testbed {
             ctl: Mutex::new(ctl),
-            nodes: Vec::new(),
+            nodes: Mutex::new(Vec::new()),
             epmd,
             data,
             names,
@@ -168,7 +168,7 @@ impl Testbed {
         };
         for i in 0..tb.names.len() {
             let node = tb.spawn_node(i, &tb.names[..=i])?;
-            tb.nodes.push(Some(node));
+            tb.lock_nodes().push(Some(node));
         }
         Ok(tb)
     }
@@ -253,29 +253,37 @@ impl Testbed {
         &self.ebin
     }
 
+    fn lock_nodes(&self) -> std::sync::MutexGuard<'_, Vec<Option<ErlNode>>> {
+        // A panic while holding the lock leaves the list usable: recover it.
+        self.nodes
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
     /// Whether node `i` is running (not killed).
     pub fn is_running(&self, i: usize) -> bool {
-        self.nodes.get(i).is_some_and(Option::is_some)
+        self.lock_nodes().get(i).is_some_and(Option::is_some)
     }
 
     /// The OS pid of node `i`, if it runs.
     pub fn os_pid(&self, i: usize) -> Option<u32> {
-        self.nodes.get(i)?.as_ref()?.os_pid()
+        self.lock_nodes().get(i)?.as_ref()?.os_pid()
     }
 
     /// Kills node `i` at once (SIGKILL), as a crash would.
-    pub fn kill_node(&mut self, i: usize) {
-        if let Some(mut node) = self.nodes.get_mut(i).and_then(Option::take) {
+    pub fn kill_node(&self, i: usize) {
+        let node = self.lock_nodes().get_mut(i).and_then(Option::take);
+        if let Some(mut node) = node {
             node.kill();
         }
     }
 
     /// Starts node `i` again (same name and data folder; it replays its log and catches
     /// up with the leader); returns once it serves.
-    pub fn restart_node(&mut self, i: usize) -> Result<(), TestbedError> {
+    pub fn restart_node(&self, i: usize) -> Result<(), TestbedError> {
         self.kill_node(i);
-        let node = self.spawn_node(i, &self.names.clone())?;
-        self.nodes[i] = Some(node);
+        let node = self.spawn_node(i, &self.names)?;
+        self.lock_nodes()[i] = Some(node);
         Ok(())
     }
 
@@ -610,7 +618,7 @@ mod tests {
 
     #[test]
     fn a_private_cluster_serves_survives_a_follower_kill_and_stops() {
-        let mut tb = Testbed::start(TestbedConfig::default()).expect("testbed starts");
+        let tb = Testbed::start(TestbedConfig::default()).expect("testbed starts");
         assert_eq!(tb.node_names().len(), 3);
         assert_eq!(tb.eval(0, "1 + 1").expect("eval"), "2");
         let leader = tb
@@ -637,6 +645,12 @@ mod tests {
         let dir = tb.data_dir().to_path_buf();
         drop(tb);
         assert!(!dir.exists());
+    }
+
+    #[test]
+    fn a_testbed_can_be_shared_between_threads() {
+        fn send_sync<T: Send + Sync>() {}
+        send_sync::<Testbed>();
     }
 
     #[test]
