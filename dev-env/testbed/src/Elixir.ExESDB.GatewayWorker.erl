@@ -54,10 +54,7 @@ handle_call({get_events, Store, Stream, Start, Count, Direction}, _From, State)
     Tab = readers(Store),
     reader_name(Store, Stream),
     V = testbed_store:local_version(Store, Stream),
-    Numbers = case Direction of
-                  forward -> lists:seq(max(Start, 0), min(V, Start + Count - 1));
-                  backward -> lists:seq(min(Start, V), max(Start - Count + 1, 0), -1)
-              end,
+    Numbers = numbers(Direction, Start, Count, V),
     {reply, {ok, [R || N <- Numbers, {_, R} <- ets:lookup(Tab, {event, Stream, N})]}, State};
 handle_call({get_version, Store, Stream}, _From, State) ->
     ?FAULTS,
@@ -103,10 +100,8 @@ handle_call({Dir, Store, Stream, Start, Count}, _From, State)
     ?FAULTS,
     _ = readers(Store),
     V = testbed_store:local_version(Store, Stream),
-    Enum = case Dir of
-               stream_forward -> lists:seq(max(Start, 0), min(V, Start + Count - 1));
-               stream_backward -> lists:seq(min(Start, V), max(Start - Count + 1, 0), -1)
-           end,
+    Enum = numbers(case Dir of stream_forward -> forward; stream_backward -> backward end,
+                   Start, Count, V),
     %% A lazy Elixir Stream: its funs are local to this node, useless to another peer.
     {reply, {ok, #{'__struct__' => 'Elixir.Stream', enum => Enum, done => nil, accs => [],
                    funs => [fun(X) -> X =:= nil end, fun(N) -> {Store, Stream, N} end]}},
@@ -160,6 +155,16 @@ fault() ->
     end.
 
 %% ---------------------------------------------------------------- helpers
+
+%% The event numbers a read covers, given the stream's version V (empty when none).
+numbers(forward, Start, Count, V) ->
+    range(max(Start, 0), min(V, Start + Count - 1), 1);
+numbers(backward, Start, Count, V) ->
+    range(min(Start, V), max(Start - Count + 1, 0), -1).
+
+range(From, To, 1) when From > To -> [];
+range(From, To, -1) when From < To -> [];
+range(From, To, Step) -> lists:seq(From, To, Step).
 
 append(Store, Stream, Expected, Events) ->
     testbed_store:known(Store) orelse

@@ -192,7 +192,7 @@ protocol_test_() ->
         undefined -> {"skipped: no vectors", fun() -> ok end};
         V ->
             {setup, fun() -> start_cluster("p", 3, #{}) end, fun stop_cluster/1,
-             fun(C) -> {timeout, 120, fun() -> replay_all(C, filename:join(V, "exesdb-real")) end} end}
+             fun(C) -> {"every exesdb-real request replayed, replies and exits as captured", {timeout, 120, fun() -> replay_all(C, filename:join(V, "exesdb-real")) end}} end}
     end.
 
 %% Exact after norm/1: the same values as the real cluster gave in the same session.
@@ -275,7 +275,7 @@ check_shape(_, Base, Real, Mine) ->
 
 pubsub_test_() ->
     {setup, fun() -> start_cluster("s", 3, #{}) end, fun stop_cluster/1,
-     fun(C) -> {timeout, 60, fun() -> pubsub(C) end} end}.
+     fun(C) -> {"pg discover/sync and forward_to_local delivery, persistent resume", {timeout, 60, fun() -> pubsub(C) end}} end}.
 
 %% The gateway's side of WIRE.md §4, done by hand: discover, sync, then forward_to_local.
 pubsub(C) ->
@@ -360,7 +360,7 @@ topic_ids(Topic, N) ->
 
 failover_test_() ->
     {setup, fun() -> start_cluster("f", 3, #{}) end, fun stop_cluster/1,
-     fun(C) -> {timeout, 120, fun() -> failover(C) end} end}.
+     fun(C) -> {"failover keeps every acked append exactly once; restarts catch up", {timeout, 120, fun() -> failover(C) end}} end}.
 
 append_n(Node, Stream, From, To) ->
     [begin
@@ -416,7 +416,7 @@ kill(Node) ->
 
 lag_test_() ->
     {setup, fun() -> start_cluster("l", 2, #{lag_ms => 300}) end, fun stop_cluster/1,
-     fun(C) -> {timeout, 60, fun() -> lag(C) end} end}.
+     fun(C) -> {"lagging follower gives stale reads and rejections", {timeout, 60, fun() -> lag(C) end}} end}.
 
 lag(C) ->
     Leader = node_of(C, 0),
@@ -430,11 +430,40 @@ lag(C) ->
     await(fun() -> {ok, 0} =:= gen_server:call(worker_on(Follower), {get_version, ?STORE, <<"lag">>}) end,
           follower_caught_up).
 
+%% ---------------------------------------------------------------- edges, two stores
+
+edges_test_() ->
+    {setup, fun() -> start_cluster("e", 1, #{stores => [reg_gh, second]}) end, fun stop_cluster/1,
+     fun(C) -> {"read ranges, empty appends, two stores", {timeout, 60, fun() -> edges(C) end}} end}.
+
+edges(C) ->
+    Node = node_of(C, 0),
+    W = worker_on(Node),
+    Read = fun(S, Start, Count, Dir) ->
+                   {ok, L} = gen_server:call(W, {get_events, S, <<"e">>, Start, Count, Dir}),
+                   [N || #{event_number := N} <- L]
+           end,
+    ?assertEqual([], Read(reg_gh, 0, 10, backward)),
+    {ok, 2} = gen_server:call(W, {append_events, ?STORE, <<"e">>, [new_event(<<"a">>, 0), new_event(<<"b">>, 1), new_event(<<"c">>, 2)]}),
+    ?assertEqual([], Read(reg_gh, 5, 10, forward)),
+    ?assertEqual([], Read(reg_gh, 0, 0, forward)),
+    ?assertEqual([0, 1, 2], Read(reg_gh, 0, 100, forward)),
+    ?assertEqual([2], Read(reg_gh, 9, 8, backward)),
+    ?assertEqual([2, 1, 0], Read(reg_gh, 2, 10, backward)),
+    ?assertEqual([1, 0], Read(reg_gh, 1, 5, backward)),
+    ?assertEqual({ok, 2}, gen_server:call(W, {append_events, ?STORE, <<"e">>, []})),
+    %% Stores are separate; list_stores has one entry per node and store.
+    ?assertEqual({ok, -1}, gen_server:call(W, {get_version, second, <<"e">>})),
+    {ok, Stores} = gen_server:call(W, {list_stores}),
+    ?assertEqual([reg_gh, second], lists:sort([S || #{store := #{store_id := S}} <- Stores])),
+    ?assertEqual(2, length([P || {{gateway_worker, second, _, _}, P} <- erpc:call(Node, 'Elixir.Swarm', registered, [])])),
+    ?assertMatch({error, {store_not_found, nope}}, gen_server:call(W, {quick_health_check, nope})).
+
 %% ---------------------------------------------------------------- fault hooks
 
 faults_test_() ->
     {setup, fun() -> start_cluster("h", 1, #{workers_per_store => 1}) end, fun stop_cluster/1,
-     fun(C) -> {timeout, 60, fun() -> faults(C) end} end}.
+     fun(C) -> {"fault hooks: slow, crash_next, unregister; function_clause crash", {timeout, 60, fun() -> faults(C) end}} end}.
 
 faults(C) ->
     Node = node_of(C, 0),
