@@ -412,6 +412,54 @@ kill(Node) ->
     catch erpc:call(Node, testbed_fault, kill_node, [], 2000),
     receive {nodedown, Node} -> ok after 10000 -> error({still_up, Node}) end.
 
+concurrent_failover_test_() ->
+    {setup, fun() -> start_cluster("c", 3, #{}) end, fun stop_cluster/1,
+     fun(C) -> {"leader killed under concurrent appends: acked ones kept, none twice",
+                {timeout, 120, fun() -> concurrent_failover(C) end}} end}.
+
+%% Writers append through random workers of the two nodes that survive while the leader
+%% is killed; every acknowledged event must be in each survivor's log exactly once.
+concurrent_failover(C) ->
+    N0 = node_of(C, 0), N1 = node_of(C, 1), N2 = node_of(C, 2),
+    ?assertEqual(N0, leader_node(N1)),
+    Self = self(),
+    Writer = fun(W) ->
+                     fun Loop(I, Acked) ->
+                             receive stop -> Self ! {acked, W, Acked}
+                             after 0 ->
+                                     Id = iolist_to_binary(io_lib:format("w~p-~p", [W, I])),
+                                     Node = lists:nth(1 + I rem 2, [N1, N2]),
+                                     Pids = [P || {{gateway_worker, ?STORE, Nd, _}, P}
+                                                      <- erpc:call(Node, 'Elixir.Swarm', registered, []), Nd =:= Node],
+                                     Pid = lists:nth(rand:uniform(length(Pids)), Pids),
+                                     R = catch gen_server:call(Pid, {append_events, ?STORE,
+                                                                     iolist_to_binary(io_lib:format("cf-~p", [W])),
+                                                                     [new_event(Id, I)]}, 15000),
+                                     case R of
+                                         {ok, _} -> Loop(I + 1, [Id | Acked]);
+                                         _ -> Loop(I + 1, Acked)
+                                     end
+                             end
+                     end
+             end,
+    Ws = [spawn_link(fun() -> (Writer(W))(0, []) end) || W <- lists:seq(1, 4)],
+    %% Let some appends through, then kill the leader mid-stream.
+    await(fun() -> length(testbed:stored_events(dir_of(C, 1), ?STORE)) >= 40 end, some_appends),
+    kill(N0),
+    await(fun() -> leader_node(N1) =/= undefined andalso leader_node(N1) =/= N0 end, new_leader),
+    Before = length(testbed:stored_events(dir_of(C, 1), ?STORE)),
+    await(fun() -> length(testbed:stored_events(dir_of(C, 1), ?STORE)) >= Before + 40 end, more_appends),
+    [W ! stop || W <- Ws],
+    Acked = lists:append([receive {acked, W, A} -> A after 30000 -> error(writer_stuck) end
+                          || W <- lists:seq(1, 4)]),
+    ?assert(length(Acked) >= 80),
+    [begin
+         ?assertEqual(ok, testbed:check_log(dir_of(C, I), ?STORE)),
+         Ids = [Id || {_, _, Id} <- testbed:stored_events(dir_of(C, I), ?STORE)],
+         ?assertEqual(length(Ids), length(lists:usort(Ids))),
+         ?assertEqual([], Acked -- Ids)
+     end || I <- [1, 2]].
+
 %% ---------------------------------------------------------------- lag
 
 lag_test_() ->
