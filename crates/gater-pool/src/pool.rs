@@ -388,10 +388,15 @@ impl Pool {
             node: node.to_owned(),
         };
         // The core ends the call at its deadline; the grace covers a full command queue.
-        let outcome = tokio::time::timeout_at((deadline + CALLER_GRACE).into(), async {
-            conn.commands.send(cmd).await.map_err(|_| lost())?;
-            rx.await.map_err(|_| lost())?
-        })
+        let span = tracing::debug_span!("call", peer = node, key, rpc);
+        let outcome = tokio::time::timeout_at(
+            (deadline + CALLER_GRACE).into(),
+            async {
+                conn.commands.send(cmd).await.map_err(|_| lost())?;
+                rx.await.map_err(|_| lost())?
+            }
+            .instrument(span),
+        )
         .await;
         match outcome {
             Ok(r) => r,
