@@ -356,6 +356,47 @@ impl Testbed {
         ))
     }
 
+    /// Appends one event per id to `stream` through a random worker of node `i`; returns
+    /// the reply, printed (`{ok,Version}` or `{error,...}`).
+    pub fn append(
+        &self,
+        i: usize,
+        store: &str,
+        stream: &str,
+        event_ids: &[&str],
+    ) -> Result<String, TestbedError> {
+        let ids = event_ids
+            .iter()
+            .map(|id| format!("<<\"{}\">>", erl_escape(id)))
+            .collect::<Vec<_>>()
+            .join(",");
+        self.eval(
+            i,
+            &format!(
+                "testbed:append('{store}', <<\"{}\">>, [{ids}])",
+                erl_escape(stream)
+            ),
+        )
+    }
+
+    /// After the leader of `store` was killed: waits on node `i` (a survivor) until it
+    /// follows a new leader and has caught up; returns the new leader's index.
+    pub fn await_new_leader(
+        &self,
+        i: usize,
+        store: &str,
+        old_leader: usize,
+    ) -> Result<Option<usize>, TestbedError> {
+        let out = self.eval(
+            i,
+            &format!(
+                "atom_to_binary(testbed:await_new_leader('{store}', '{}', 30000))",
+                self.names[old_leader]
+            ),
+        )?;
+        Ok(self.names.iter().position(|n| *n == out))
+    }
+
     /// Makes every gateway worker of `store` on node `i` take `ms` longer per request.
     pub fn slow_workers(&self, i: usize, store: &str, ms: u64) -> Result<String, TestbedError> {
         self.eval(i, &format!("testbed_fault:slow_worker('{store}', {ms})"))
@@ -379,6 +420,11 @@ impl Testbed {
         )?;
         Ok(out.lines().map(String::from).collect())
     }
+}
+
+/// Escapes a string for an Erlang binary literal `<<"...">>` (UTF-8 source).
+fn erl_escape(s: &str) -> String {
+    s.replace('\\', "\\\\").replace('"', "\\\"")
 }
 
 fn validate(c: &TestbedConfig) -> Result<(), TestbedError> {
@@ -645,6 +691,42 @@ mod tests {
         let dir = tb.data_dir().to_path_buf();
         drop(tb);
         assert!(!dir.exists());
+    }
+
+    #[test]
+    fn failover_keeps_acked_appends() {
+        let tb = Testbed::start(TestbedConfig::default()).expect("testbed starts");
+        let leader = tb
+            .leader_index("reg_gh")
+            .expect("leader")
+            .expect("a leader");
+        let survivor = (0..3).find(|&i| i != leader).expect("a follower");
+        assert_eq!(
+            tb.append(survivor, "reg_gh", "f-1", &["a", "b"])
+                .expect("append"),
+            "{ok,1}"
+        );
+        tb.kill_node(leader);
+        let new = tb
+            .await_new_leader(survivor, "reg_gh", leader)
+            .expect("new leader")
+            .expect("a known node");
+        assert_ne!(new, leader);
+        assert_eq!(
+            tb.append(survivor, "reg_gh", "f-1", &["c"])
+                .expect("append"),
+            "{ok,2}"
+        );
+        for i in (0..3).filter(|&i| i != leader) {
+            let ids: Vec<String> = tb
+                .stored_events(i, "reg_gh")
+                .expect("log")
+                .into_iter()
+                .map(|e| e.event_id)
+                .collect();
+            assert_eq!(ids, ["a", "b", "c"], "node {i}");
+            assert_eq!(tb.check_log(i, "reg_gh").expect("check"), "ok");
+        }
     }
 
     #[test]

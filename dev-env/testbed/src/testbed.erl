@@ -7,8 +7,13 @@
 %%%   stored_events(DataDir, Store) -> [{Stream, Number, EventId}]   from a node's log
 %%%   check_log(DataDir, Store) -> ok | {duplicates, [..]} | {gaps, [..]}
 %%%   smoke(Node, Store) -> ok   append + read round trip through a random worker
+%%%   append(Store, Stream, [EventId]) -> {ok, Version} | {error, _}
+%%%                          one append of those events through a random worker of this node
+%%%   await_new_leader(Store, OldLeaderNode, TimeoutMs) -> NewLeaderNode
+%%%                          on a surviving node: returns once it follows a new leader
 -module(testbed).
--export([boot/1, stored_events/2, check_log/2, smoke/2, worker_pids/2]).
+-export([boot/1, stored_events/2, check_log/2, smoke/2, worker_pids/2, append/3,
+         await_new_leader/3]).
 
 -define(READY_TIMEOUT, 30000).
 
@@ -65,3 +70,21 @@ smoke(Node, Store) ->
     {ok, [#{event_number := 0, data := #{<<"hello">> := <<"testbed">>}}]} =
         gen_server:call(Pid, {get_events, Store, Stream, 0, 10, forward}),
     ok.
+
+append(Store, Stream, Ids) ->
+    Pids = [P || {{gateway_worker, S, N, _}, P} <- 'Elixir.Swarm':local_registered(),
+                 S =:= Store, N =:= node()],
+    Pid = lists:nth(rand:uniform(length(Pids)), Pids),
+    Events = [#{'__struct__' => 'Elixir.ExESDB.Schema.NewEvent', '__unknown_fields__' => [],
+                event_id => Id, event_type => <<"Tested:v1">>, data_content_type => 1,
+                metadata_content_type => 1, data => #{<<"id">> => Id}, metadata => nil}
+              || Id <- Ids],
+    gen_server:call(Pid, {append_events, Store, Stream, Events}).
+
+%% The store server sees the old leader's 'DOWN' when we see nodedown (the same
+%% connection loss), so await_ready then waits for the election and the catch-up.
+await_new_leader(Store, Old, Timeout) ->
+    erlang:monitor_node(Old, true),
+    receive {nodedown, Old} -> ok after Timeout -> error({still_up, Old}) end,
+    ok = testbed_store:await_ready(Store, Timeout),
+    testbed_store:leader_node(Store).
