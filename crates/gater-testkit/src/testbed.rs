@@ -730,6 +730,41 @@ mod tests {
     }
 
     #[test]
+    fn nodes_send_sealed_heartbeats_on_loopback_multicast() {
+        use std::net::UdpSocket;
+        let socket = UdpSocket::bind((Ipv4Addr::UNSPECIFIED, 0)).expect("bind");
+        let port = socket.local_addr().expect("addr").port();
+        socket
+            .join_multicast_v4(&Ipv4Addr::new(239, 255, 0, 1), &Ipv4Addr::LOCALHOST)
+            .expect("join");
+        socket
+            .set_read_timeout(Some(Duration::from_secs(20)))
+            .expect("timeout");
+        let tb = Testbed::start(TestbedConfig {
+            nodes: 1,
+            gossip: Some(GossipConfig {
+                secret: Some("s3cret".into()),
+                interval_ms: (1, 100),
+                ..GossipConfig::on_port(port)
+            }),
+            ..TestbedConfig::default()
+        })
+        .expect("testbed starts");
+        let mut buf = [0u8; 512];
+        let (n, from) = socket.recv_from(&mut buf).expect("a heartbeat");
+        assert!(from.ip().is_loopback(), "{from}");
+        // Sealed: 16-byte IV + whole AES blocks; the node decodes it back to its name.
+        assert!(n >= 32 && n % 16 == 0, "{n} bytes");
+        let hex: String = buf[..n].iter().map(|b| format!("{b:02x}")).collect();
+        let node = tb
+            .eval_local(&format!(
+                "{{ok, N}} = testbed_gossip:open(binary:decode_hex(<<\"{hex}\">>), <<\"s3cret\">>), atom_to_binary(N)"
+            ))
+            .expect("opens");
+        assert_eq!(node, tb.node_name(0));
+    }
+
+    #[test]
     fn a_testbed_can_be_shared_between_threads() {
         fn send_sync<T: Send + Sync>() {}
         send_sync::<Testbed>();
