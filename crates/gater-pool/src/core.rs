@@ -104,6 +104,12 @@ pub(crate) enum Command {
     Send { frame: Vec<u8> },
     /// A new local process `number` whose messages go to `tx`.
     OpenMailbox { number: u32, tx: mpsc::Sender<Term> },
+    /// Registers mailbox `number` under `name`; answers whether the name was free.
+    Register {
+        number: u32,
+        name: String,
+        reply: oneshot::Sender<bool>,
+    },
     /// The receiver of mailbox `number` was dropped.
     CloseMailbox { number: u32 },
 }
@@ -155,8 +161,10 @@ struct Monitor {
 #[derive(Default)]
 struct LocalProc {
     tx: Option<mpsc::Sender<Term>>,
-    /// Peers monitoring it: (watcher, reference).
-    watchers: Vec<(Term, Term)>,
+    /// Peers monitoring it: (watcher, reference, what they monitored: pid or name).
+    watchers: Vec<(Term, Term, Term)>,
+    /// Its registered name, if any.
+    name: Option<String>,
     /// Peers linked to it.
     links: Vec<Term>,
 }
@@ -177,6 +185,8 @@ pub(crate) struct Core {
     monitors: HashMap<MonitorKey, Monitor>,
     monitor_keys: HashMap<u64, MonitorKey>,
     procs: HashMap<u32, LocalProc>,
+    /// Registered names of local processes.
+    names: HashMap<String, u32>,
     /// Monitors peers hold on registered names we serve (`rex`), by reference.
     name_watchers: usize,
     out: Vec<u8>,
@@ -203,6 +213,7 @@ impl Core {
             monitors: HashMap::new(),
             monitor_keys: HashMap::new(),
             procs,
+            names: HashMap::new(),
             name_watchers: 0,
             out: Vec::with_capacity(64 * 1024),
             out_pos: 0,
@@ -356,6 +367,22 @@ impl Core {
                     },
                 );
             }
+            Command::Register {
+                number,
+                name,
+                reply,
+            } => {
+                let free = name != "rex"
+                    && !self.names.contains_key(&name)
+                    && self.procs.get(&number).is_some_and(|p| p.name.is_none());
+                if free {
+                    if let Some(p) = self.procs.get_mut(&number) {
+                        p.name = Some(name.clone());
+                    }
+                    self.names.insert(name, number);
+                }
+                let _ = reply.send(free);
+            }
             Command::CloseMailbox { number } => self.exit_local(number, atom("normal"), now),
         }
     }
@@ -508,6 +535,10 @@ impl Core {
         if n == CALLER_PID {
             return self.caller_message(msg, now);
         }
+        self.deliver_local(n, msg, now);
+    }
+
+    fn deliver_local(&mut self, n: u32, msg: Term, now: Instant) {
         let Some(proc_) = self.procs.get(&n) else {
             return self.dropped("dead pid");
         };
@@ -561,7 +592,10 @@ impl Core {
 
     fn deliver_named(&mut self, name: &str, msg: Term, now: Instant) {
         if name != "rex" {
-            return self.dropped("unknown registered name");
+            return match self.names.get(name) {
+                Some(&n) => self.deliver_local(n, msg, now),
+                None => self.dropped("unknown registered name"),
+            };
         }
         // {'$gen_call', {Pid, Tag}, {call, M, F, A, GroupLeader}}
         let Term::Tuple(Tuple { elements }) = msg else {
@@ -694,11 +728,14 @@ impl Core {
             self.name_watchers += 1;
             return;
         }
-        if let Some(n) = self.local_number(target) {
-            if let Some(p) = self.procs.get_mut(&n) {
-                p.watchers.push((watcher.clone(), reference.clone()));
-                return;
-            }
+        let number = match target {
+            Term::Atom(a) => self.names.get(&a.name).copied(),
+            other => self.local_number(other),
+        };
+        if let Some(p) = number.and_then(|n| self.procs.get_mut(&n)) {
+            p.watchers
+                .push((watcher.clone(), reference.clone(), target.clone()));
+            return;
         }
         // As OTP: a monitor on a process that does not exist fires at once.
         let control = tuple(vec![
@@ -716,10 +753,12 @@ impl Core {
             self.name_watchers = self.name_watchers.saturating_sub(1);
             return;
         }
-        if let Some(n) = self.local_number(target) {
-            if let Some(p) = self.procs.get_mut(&n) {
-                p.watchers.retain(|(_, r)| r != reference);
-            }
+        let number = match target {
+            Term::Atom(a) => self.names.get(&a.name).copied(),
+            other => self.local_number(other),
+        };
+        if let Some(p) = number.and_then(|n| self.procs.get_mut(&n)) {
+            p.watchers.retain(|(_, r, _)| r != reference);
         }
     }
 
@@ -789,11 +828,14 @@ impl Core {
         let Some(p) = self.procs.remove(&number) else {
             return;
         };
+        if let Some(name) = &p.name {
+            self.names.remove(name);
+        }
         let me = Term::from(self.local.pid(number));
-        for (watcher, reference) in p.watchers {
+        for (watcher, reference, by) in p.watchers {
             let control = tuple(vec![
                 int(wire::MONITOR_P_EXIT),
-                me.clone(),
+                by,
                 watcher,
                 reference,
                 reason.clone(),
@@ -819,6 +861,7 @@ impl Core {
         self.monitors.clear();
         self.monitor_keys.clear();
         self.procs.clear();
+        self.names.clear();
     }
 }
 

@@ -23,7 +23,7 @@
 //!   NodeEvent (broadcast) <-- supervisor task per peer (connect, back-off)
 //! ```
 //!
-//! The protocol core ([`Core`](crate::core)) is pure: it takes frames, commands and
+//! The protocol core (the private `core` module) is pure: it takes frames, commands and
 //! `now`, and hands out bytes and a next deadline, so it is tested without sockets. See
 //! `docs/pool.md` for the design.
 

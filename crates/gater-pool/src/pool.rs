@@ -479,6 +479,32 @@ impl Pool {
     }
 }
 
+impl Pool {
+    /// A new local process on the connection to `node`, registered there under `name`
+    /// (peers can send to `{Name, OurNode}` and monitor it by name). The name is freed
+    /// with the mailbox. Fails with [`CallError::InvalidTarget`] when the name is taken.
+    pub async fn named_mailbox(&self, node: &str, name: &str) -> Result<Mailbox, CallError> {
+        let mailbox = self.mailbox(node)?;
+        let (tx, rx) = oneshot::channel();
+        let cmd = Command::Register {
+            number: mailbox.number,
+            name: name.to_owned(),
+            reply: tx,
+        };
+        let lost = || CallError::ConnectionLost {
+            node: node.to_owned(),
+        };
+        mailbox.housekeeping.send(cmd).map_err(|_| lost())?;
+        match rx.await {
+            Ok(true) => Ok(mailbox),
+            Ok(false) => Err(CallError::InvalidTarget(format!(
+                "name {name} is already registered on our side of {node}"
+            ))),
+            Err(_) => Err(lost()),
+        }
+    }
+}
+
 /// Connects, runs, and reconnects one peer until told to stop or the pool is dropped.
 async fn supervise(
     inner: std::sync::Weak<Inner>,

@@ -130,3 +130,30 @@ async fn mailboxes_receive_messages_and_their_drop_fires_peer_monitors() {
         .expect("in time");
     assert_eq!(down, Some(tuple(vec![atom("down"), atom("noproc")])));
 }
+
+#[tokio::test]
+async fn a_named_mailbox_receives_messages_sent_to_its_name() {
+    let epmd = Epmd::start().expect("epmd");
+    let node = echo_node(&epmd, "named", &[]);
+    let pool = connected_pool(&epmd, &node).await;
+    let mut inbox = pool
+        .named_mailbox(node.name(), "gater_inbox")
+        .await
+        .expect("named");
+    let taken = pool.named_mailbox(node.name(), "gater_inbox").await;
+    assert!(
+        matches!(taken, Err(CallError::InvalidTarget(_))),
+        "{taken:?}"
+    );
+    let dest = tuple(vec![atom("gater_inbox"), atom(pool.node_name())]);
+    pool.cast(
+        ("echo", node.name()),
+        tuple(vec![atom("send_to"), dest, atom("by_name")]),
+    )
+    .await
+    .expect("cast");
+    let got = tokio::time::timeout(T, inbox.recv())
+        .await
+        .expect("in time");
+    assert_eq!(got, Some(atom("by_name")));
+}
