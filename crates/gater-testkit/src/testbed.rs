@@ -142,6 +142,8 @@ pub struct Testbed {
     names: Vec<String>,
     config: TestbedConfig,
     ebin: PathBuf,
+    /// The control node; the nodes halt when it goes down (the test process died).
+    ctl_name: String,
 }
 
 impl Testbed {
@@ -156,7 +158,8 @@ impl Testbed {
         let names: Vec<String> = (0..config.nodes)
             .map(|i| format!("{base}n{i}@127.0.0.1"))
             .collect();
-        let ctl = Control::start(&epmd, &format!("{base}ctl"), &config.cookie, &ebin)?;
+        let ctl_name = format!("{base}ctl");
+        let ctl = Control::start(&epmd, &ctl_name, &config.cookie, &ebin)?;
         let tb = Testbed {
             ctl: Mutex::new(ctl),
             nodes: Mutex::new(Vec::new()),
@@ -165,6 +168,7 @@ impl Testbed {
             names,
             config,
             ebin,
+            ctl_name: format!("{ctl_name}@127.0.0.1"),
         };
         for i in 0..tb.names.len() {
             let node = tb.spawn_node(i, &tb.names[..=i])?;
@@ -201,10 +205,11 @@ impl Testbed {
         };
         let boot = format!(
             "ok = testbed:boot(#{{stores => [{stores}], workers_per_store => {}, lag_ms => {}, \
-             data_dir => \"{}\", seeds => [{seeds}], gossip => {gossip}}})",
+             data_dir => \"{}\", seeds => [{seeds}], gossip => {gossip}, owner => '{}'}})",
             c.workers_per_store,
             c.lag_ms,
-            dir.display()
+            dir.display(),
+            self.ctl_name
         );
         let short = name.trim_end_matches("@127.0.0.1");
         let spec = NodeSpec::new(short, &c.cookie)

@@ -3,7 +3,8 @@
 %%%   boot(Config)           configure and start ex_esdb on this node; returns once every
 %%%                          store serves here. Config = #{stores => [reg_gh],
 %%%                          workers_per_store => 2, data_dir => Dir, lag_ms => 0,
-%%%                          seeds => [Node], gossip => undefined | testbed_gossip opts}
+%%%                          seeds => [Node], gossip => undefined | testbed_gossip opts,
+%%%                          owner => undefined | Node (halt when that node goes down)}
 %%%   stored_events(DataDir, Store) -> [{Stream, Number, EventId}]   from a node's log
 %%%   check_log(DataDir, Store) -> ok | {duplicates, [..]} | {gaps, [..]}
 %%%   smoke(Node, Store) -> ok   append + read round trip through a random worker
@@ -27,13 +28,28 @@ boot(Config) ->
         ok -> ok;
         {error, {already_loaded, ex_esdb}} -> ok
     end,
-    [application:set_env(ex_esdb, K, V) || {K, V} <- maps:to_list(C), K =/= seeds],
+    [application:set_env(ex_esdb, K, V) || {K, V} <- maps:to_list(C), K =/= seeds, K =/= owner],
     ok = filelib:ensure_dir(filename:join(maps:get(data_dir, C), "x")),
     %% Join the cluster before starting: stores then find their leader at once.
     [net_kernel:connect_node(S) || S <- maps:get(seeds, C), S =/= node()],
     global:sync(),
     {ok, _} = application:ensure_all_started(ex_esdb),
     [ok = testbed_store:await_ready(S, ?READY_TIMEOUT) || S <- maps:get(stores, C)],
+    watch_owner(maps:get(owner, C, undefined)),
+    ok.
+
+%% A node started for a test halts when the test's control node goes away, so that a
+%% test process killed without clean-up leaves no node behind.
+watch_owner(undefined) -> ok;
+watch_owner(Owner) ->
+    {ok, _} = proc_lib:start(erlang, apply, [fun() ->
+        %% monitor_node/2 does not connect by itself.
+        net_kernel:connect_node(Owner) orelse
+            logger:warning("testbed: cannot reach owner ~p", [Owner]),
+        erlang:monitor_node(Owner, true),
+        proc_lib:init_ack({ok, self()}),
+        receive {nodedown, Owner} -> erlang:halt(0) end
+    end, []]),
     ok.
 
 stored_events(DataDir, Store) ->
