@@ -372,7 +372,7 @@ impl Core {
                 name,
                 reply,
             } => {
-                let free = name != "rex"
+                let free = !is_served_name(&name)
                     && !self.names.contains_key(&name)
                     && self.procs.get(&number).is_some_and(|p| p.name.is_none());
                 if free {
@@ -591,13 +591,13 @@ impl Core {
     }
 
     fn deliver_named(&mut self, name: &str, msg: Term, now: Instant) {
-        if name != "rex" {
+        if !is_served_name(name) {
             return match self.names.get(name) {
                 Some(&n) => self.deliver_local(n, msg, now),
                 None => self.dropped("unknown registered name"),
             };
         }
-        // {'$gen_call', {Pid, Tag}, {call, M, F, A, GroupLeader}}
+        // {'$gen_call', {Pid, Tag}, Request}
         let Term::Tuple(Tuple { elements }) = msg else {
             return self.dropped("rex: not a call");
         };
@@ -611,6 +611,15 @@ impl Core {
             return self.dropped("rex: bad from");
         };
         let reply = match &elements[2] {
+            // net_adm:ping(Us): answer as net_kernel does, so operators get `pong`.
+            Term::Tuple(Tuple { elements: req })
+                if name == "net_kernel"
+                    && req.len() == 2
+                    && as_atom(&req[0]) == Some("is_auth") =>
+            {
+                atom("yes")
+            }
+            _ if name == "net_kernel" => atom("ignored"),
             Term::Tuple(Tuple { elements: req })
                 if req.len() >= 4 && as_atom(&req[0]) == Some("call") =>
             {
@@ -724,7 +733,7 @@ impl Core {
 
     fn peer_monitors(&mut self, watcher: &Term, target: &Term, reference: &Term, now: Instant) {
         Metrics::add(&self.metrics.served_requests, 1);
-        if as_atom(target) == Some("rex") {
+        if as_atom(target).is_some_and(is_served_name) {
             self.name_watchers += 1;
             return;
         }
@@ -749,7 +758,7 @@ impl Core {
     }
 
     fn peer_demonitors(&mut self, target: &Term, reference: &Term) {
-        if as_atom(target) == Some("rex") {
+        if as_atom(target).is_some_and(is_served_name) {
             self.name_watchers = self.name_watchers.saturating_sub(1);
             return;
         }
@@ -869,6 +878,11 @@ impl Drop for Core {
     fn drop(&mut self) {
         self.fail_all();
     }
+}
+
+/// Registered names the core itself answers `'$gen_call'`s for.
+fn is_served_name(name: &str) -> bool {
+    name == "rex" || name == "net_kernel"
 }
 
 /// The functions peers may rpc on us: `application:which_applications/0,1` answers `[]`

@@ -64,6 +64,17 @@ async fn a_peer_rpc_to_us_for_which_applications_gets_a_list() {
         .await
         .expect_err("badrpc");
     assert!(matches!(e, CallError::BadRpc { .. }), "{e:?}");
+    // net_adm:ping(Us) from the peer: our net_kernel answers is_auth.
+    let pong = pool
+        .rpc(
+            node.name(),
+            "net_adm",
+            "ping",
+            vec![atom(pool.node_name())],
+            T,
+        )
+        .await;
+    assert_eq!(pong.expect("ping"), atom("pong"));
     assert!(pool.metrics().served_requests >= 3);
 }
 
