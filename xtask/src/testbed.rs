@@ -24,6 +24,7 @@ usage: cargo xtask testbed <cmd> [options]
                --nodes N (3)  --stores a,b (reg_gh)  --workers G (2)  --cookie C (testbed)
                --name-prefix P (testbed)  --lag-ms L (0)  --epmd-port P (4369)
                --gossip-port P (45892)  --secret S  --no-gossip
+               --fresh (delete .testbed/data first; otherwise nodes replay their logs)
   down       stop exactly the processes `up` started (by pid)
   status     show the recorded nodes and whether they run
   test       run the testbed's EUnit tests (against ../shared/vectors when present)
@@ -271,6 +272,7 @@ struct UpOptions {
     epmd_port: u16,
     gossip_port: Option<u16>,
     secret: Option<String>,
+    fresh: bool,
 }
 
 impl Default for UpOptions {
@@ -285,6 +287,7 @@ impl Default for UpOptions {
             epmd_port: 4369,
             gossip_port: Some(45892),
             secret: None,
+            fresh: false,
         }
     }
 }
@@ -316,6 +319,7 @@ impl UpOptions {
                 "--gossip-port" => o.gossip_port = Some(value()?.parse().context("--gossip-port")?),
                 "--secret" => o.secret = Some(value()?),
                 "--no-gossip" => o.gossip_port = None,
+                "--fresh" => o.fresh = true,
                 other => bail!("unknown option `{other}`\n{USAGE}"),
             }
         }
@@ -436,6 +440,9 @@ fn up(o: &UpOptions, dir: &Path, detach: bool) -> Result<Cluster> {
     }
     std::fs::create_dir_all(dir)?;
     let data_dir = dir.join("data");
+    if o.fresh {
+        let _ = std::fs::remove_dir_all(&data_dir);
+    }
     let mut cluster = Cluster {
         cookie: o.cookie.clone(),
         epmd_port: o.epmd_port,
