@@ -185,6 +185,49 @@ term_vectors_test_() ->
             end
     end.
 
+term_protocol_test_() ->
+    case vectors() of
+        undefined -> {"skipped: no vectors", fun() -> ok end};
+        V ->
+            {setup, fun() -> start_cluster("t", 1, #{stores => [my_store]}) end, fun stop_cluster/1,
+             fun(C) -> {"term/ gen_call and gen_cast messages served with the reply shapes of term/",
+                        {timeout, 60, fun() -> term_protocol(C, filename:join(V, "term")) end}} end}
+    end.
+
+%% The requests inside term/'s '$gen_call' envelopes, sent to a worker; replies compared
+%% by shape with term/'s reply envelopes.
+term_protocol(C, T) ->
+    Node = node_of(C, 0),
+    [W | _] = testbed:worker_pids(Node, my_store),
+    Req = fun(F) -> {'$gen_call', {_, _}, R} = read_etf(T, F), R end,
+    Reply = fun(F) -> {_Ref, R} = read_etf(T, F), R end,
+    {ok, V0} = gen_server:call(W, Req("gen_call_append.etf")),
+    ?assertMatch({ok, N} when is_integer(N), Reply("reply_ok_version.etf")),
+    ?assertEqual(0, V0),
+    {error, {wrong_expected_version, 0}} = gen_server:call(W, Req("gen_call_append_expected.etf")),
+    ?assertMatch({error, {wrong_expected_version, N}} when is_integer(N),
+                 Reply("reply_wrong_expected_version.etf")),
+    {ok, [Rec]} = gen_server:call(W, Req("gen_call_get_events.etf")),
+    Real = read_etf(T, "event_record.etf"),
+    ?assertEqual(lists:sort(maps:keys(Real) ++ ['__unknown_fields__']), lists:sort(maps:keys(Rec))),
+    {append_events, my_store, _, [Sent]} = Req("gen_call_append.etf"),
+    ?assertEqual(maps:get(data, Sent), maps:get(data, Rec)),
+    {'$gen_cast', Cast} = read_etf(T, "cast_save_subscription.etf"),
+    gen_server:cast(W, Cast),
+    {ok, Subs} = gen_server:call(W, {get_subscriptions, my_store}),
+    ?assertMatch([#{type := by_stream, selector := <<"$user-1">>,
+                    subscription_name := <<"user_subscription">>, start_from := 0}],
+                 maps:values(Subs)),
+    %% The worker survived all of it, and Swarm lists names of the same shape as term/'s.
+    ?assert(lists:member(W, testbed:worker_pids(Node, my_store))),
+    {_, RealNames} = read_etf(T, "swarm_registered_reply.etf"),
+    [{{gateway_worker, _, _, _}, _} | _] = RealNames,
+    ?assert(lists:any(fun({{gateway_worker, my_store, N, I}, P}) ->
+                              N =:= Node andalso is_integer(I) andalso I >= 1 andalso I =< 10000
+                                  andalso is_pid(P);
+                         (_) -> false
+                      end, erpc:call(Node, 'Elixir.Swarm', registered, []))).
+
 %% ---------------------------------------------------------------- protocol vs exesdb-real
 
 protocol_test_() ->
