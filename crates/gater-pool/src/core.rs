@@ -84,8 +84,18 @@ impl MonitorKey {
     }
 }
 
+/// A reply as the core hands it to its caller.
+#[derive(Debug)]
+pub(crate) enum Reply {
+    /// Already decoded (replies that took the slow path).
+    Decoded(Term),
+    /// The encoded reply term (with the version byte), for the caller to decode on its
+    /// own task, so a big reply does not hold up the connection.
+    Encoded(Vec<u8>),
+}
+
 /// The reply channel of one call.
-pub(crate) type ReplyTx = oneshot::Sender<Result<Term, CallError>>;
+pub(crate) type ReplyTx = oneshot::Sender<Result<Reply, CallError>>;
 
 /// A request from a caller to the connection.
 #[derive(Debug)]
@@ -97,7 +107,6 @@ pub(crate) enum Command {
         monitor: Option<(MonitorKey, Term)>,
         frame: Vec<u8>,
         deadline: Instant,
-        rpc: bool,
         reply: ReplyTx,
     },
     /// A frame to send as is (cast, plain send).
@@ -148,7 +157,6 @@ impl std::fmt::Display for CloseReason {
 struct Pending {
     reply: ReplyTx,
     monitor: Option<MonitorKey>,
-    rpc: bool,
 }
 
 struct Monitor {
@@ -306,7 +314,6 @@ impl Core {
                 monitor,
                 frame,
                 deadline,
-                rpc,
                 reply,
             } => {
                 if reply.is_closed() {
@@ -343,7 +350,6 @@ impl Core {
                     Pending {
                         reply,
                         monitor: mon_key,
-                        rpc,
                     },
                 );
                 self.deadlines.push(Reverse((deadline, key)));
@@ -388,7 +394,7 @@ impl Core {
     }
 
     /// Ends one call: releases its share of the target's monitor and answers the caller.
-    fn finish(&mut self, p: Pending, result: Result<Term, CallError>, now: Instant) {
+    fn finish(&mut self, p: Pending, result: Result<Reply, CallError>, now: Instant) {
         if let Some(mk) = p.monitor {
             self.release_monitor(&mk, now);
         }
@@ -442,12 +448,18 @@ impl Core {
                 "frame tag {tag} (only pass-through 112 is negotiated)"
             )));
         }
-        let limits = &self.config.limits;
-        let (control, used) = gater_term::decode_prefix(rest, limits)
+        let (control, used) = gater_term::decode_prefix(rest, &self.config.limits)
             .map_err(|e| CloseReason::Decode(e.to_string()))?;
+        // Replies to our calls skip decoding here: the caller decodes them.
+        if used < rest.len()
+            && self.is_send_to_caller(&control)
+            && self.reply_fast(&rest[used..], now)
+        {
+            return Ok(());
+        }
         let message = if used < rest.len() {
             Some(
-                gater_term::decode(&rest[used..], limits)
+                gater_term::decode(&rest[used..], &self.config.limits)
                     .map_err(|e| CloseReason::Decode(e.to_string()))?,
             )
         } else {
@@ -557,6 +569,54 @@ impl Core {
         }
     }
 
+    fn is_send_to_caller(&self, control: &Term) -> bool {
+        let Term::Tuple(Tuple { elements: c }) = control else {
+            return false;
+        };
+        let op = c.first().and_then(as_int).unwrap_or(-1) as i32;
+        let send = matches!(
+            (op, c.len()),
+            (wire::SEND, 3)
+                | (wire::SEND_TT, 4)
+                | (wire::SEND_SENDER, 3)
+                | (wire::SEND_SENDER_TT, 4)
+        );
+        send && self.local_number(&c[2]) == Some(CALLER_PID)
+    }
+
+    /// Routes `{Ref, Reply}` (encoded) by its reference without decoding `Reply`.
+    /// Returns false when `message` does not have that shape: the slow path then decodes it.
+    fn reply_fast(&mut self, message: &[u8], now: Instant) -> bool {
+        // 131, SMALL_TUPLE_EXT, arity 2, then the reference.
+        let [131, 104, 2, after @ ..] = message else {
+            return false;
+        };
+        // The reference alone, with a version byte in front: it is short (node name + 20 bytes).
+        let mut head = [0u8; 320];
+        let n = after.len().min(head.len() - 1);
+        head[0] = 131;
+        head[1..=n].copy_from_slice(&after[..n]);
+        let Ok((Term::Reference(r), used)) =
+            gater_term::decode_prefix(&head[..=n], &self.config.limits)
+        else {
+            return false;
+        };
+        let Some(key) = wire::ref_key(&r, &self.local.node, self.local.creation) else {
+            return false;
+        };
+        match self.calls.remove(&key) {
+            Some(p) => {
+                let reply_bytes = &after[used - 1..];
+                let mut encoded = Vec::with_capacity(reply_bytes.len() + 1);
+                encoded.push(131);
+                encoded.extend_from_slice(reply_bytes);
+                self.finish(p, Ok(Reply::Encoded(encoded)), now);
+            }
+            None => self.dropped("late reply"),
+        }
+        true
+    }
+
     /// A message to the caller pid: a reply `{Ref, Reply}`, or an io request from an rpc.
     fn caller_message(&mut self, msg: Term, now: Instant) {
         let Term::Tuple(Tuple { mut elements }) = msg else {
@@ -568,8 +628,7 @@ impl Core {
                     match self.calls.remove(&key) {
                         Some(p) => {
                             let reply = elements.pop().unwrap_or_else(nil);
-                            let result = if p.rpc { rpc_result(reply) } else { Ok(reply) };
-                            self.finish(p, result, now);
+                            self.finish(p, Ok(Reply::Decoded(reply)), now);
                         }
                         None => self.dropped("late reply"),
                     }
@@ -897,7 +956,7 @@ fn serve_rpc(m: &Term, f: &Term, a: &Term) -> Result<Term, Term> {
 }
 
 /// `{badrpc, Reason}` is an error; anything else is the function's result.
-fn rpc_result(reply: Term) -> Result<Term, CallError> {
+pub(crate) fn rpc_result(reply: Term) -> Result<Term, CallError> {
     match reply {
         Term::Tuple(Tuple { mut elements })
             if elements.len() == 2 && as_atom(&elements[0]) == Some("badrpc") =>

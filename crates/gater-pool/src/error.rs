@@ -120,6 +120,14 @@ pub enum CallError {
         /// The reason.
         reason: Term,
     },
+    /// The reply arrived but does not decode: it exceeds the decoding limits
+    /// ([`crate::PoolConfig::decode_limits`]) or is not valid ETF. Only this call fails;
+    /// the connection stays up. The request was handled.
+    #[error("reply rejected: {reason}")]
+    BadReply {
+        /// Why it did not decode.
+        reason: String,
+    },
     /// The target cannot be addressed (for example a pid of a node that is not named
     /// `name@host`).
     #[error("invalid target: {0}")]
@@ -136,6 +144,7 @@ impl CallError {
             CallError::TargetDown { .. } => "target_down",
             CallError::BadRpc { .. } => "badrpc",
             CallError::InvalidTarget(_) => "invalid_target",
+            CallError::BadReply { .. } => "bad_reply",
         }
     }
 

@@ -14,6 +14,7 @@ pub(crate) struct Metrics {
     pub err_target_down: AtomicU64,
     pub err_badrpc: AtomicU64,
     pub err_invalid_target: AtomicU64,
+    pub err_bad_reply: AtomicU64,
     pub connects: AtomicU64,
     pub reconnects: AtomicU64,
     pub connect_failures: AtomicU64,
@@ -39,6 +40,7 @@ impl Metrics {
             CallError::TargetDown { .. } => &self.err_target_down,
             CallError::BadRpc { .. } => &self.err_badrpc,
             CallError::InvalidTarget(_) => &self.err_invalid_target,
+            CallError::BadReply { .. } => &self.err_bad_reply,
         };
         Self::add(c, 1);
     }
@@ -56,6 +58,7 @@ impl Metrics {
                 target_down: g(&self.err_target_down),
                 badrpc: g(&self.err_badrpc),
                 invalid_target: g(&self.err_invalid_target),
+                bad_reply: g(&self.err_bad_reply),
             },
             connects: g(&self.connects),
             reconnects: g(&self.reconnects),
@@ -86,6 +89,8 @@ pub struct CallErrorCounts {
     pub badrpc: u64,
     /// [`CallError::InvalidTarget`].
     pub invalid_target: u64,
+    /// [`CallError::BadReply`].
+    pub bad_reply: u64,
 }
 
 /// The pool's counters at one moment (monotonic except `in_flight`).

@@ -3,7 +3,7 @@
 use crate::backoff::Backoff;
 use crate::config::PoolConfig;
 use crate::connection::{self, Limits};
-use crate::core::{Command, Core, CoreConfig, Local, MonitorKey};
+use crate::core::{Command, Core, CoreConfig, Local, MonitorKey, Reply};
 use crate::handshake;
 use crate::metrics::{Metrics, MetricsSnapshot};
 use crate::wire::{self, atom, int, tuple};
@@ -381,7 +381,6 @@ impl Pool {
             monitor,
             frame,
             deadline,
-            rpc,
             reply: tx,
         };
         let lost = || CallError::ConnectionLost {
@@ -398,13 +397,32 @@ impl Pool {
             .instrument(span),
         )
         .await;
-        match outcome {
-            Ok(r) => r,
+        let reply = match outcome {
+            Ok(r) => r?,
             Err(_) => {
                 self.inner.metrics.count_error(&CallError::Timeout);
-                Err(CallError::Timeout)
+                return Err(CallError::Timeout);
             }
+        };
+        // Decoding happens here, on the caller's task, with the pool's limits.
+        let term = match reply {
+            Reply::Decoded(t) => Ok(t),
+            Reply::Encoded(bytes) => gater_term::decode(&bytes, &self.inner.config.decode_limits)
+                .map_err(|e| CallError::BadReply {
+                    reason: e.to_string(),
+                }),
+        };
+        let result = term.and_then(|t| {
+            if rpc {
+                crate::core::rpc_result(t)
+            } else {
+                Ok(t)
+            }
+        });
+        if let Err(e) = &result {
+            self.inner.metrics.count_error(e);
         }
+        result
     }
 
     /// `gen_server:cast(Target, Request)`: sends `{'$gen_cast', Request}`.

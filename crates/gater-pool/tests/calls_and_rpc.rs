@@ -153,3 +153,28 @@ async fn ten_thousand_concurrent_calls_on_one_connection() {
     assert_eq!(m.in_flight, 0);
     assert_eq!(m.calls, 10_000);
 }
+
+#[tokio::test]
+async fn a_reply_over_the_decoding_limits_fails_only_its_call() {
+    let epmd = Epmd::start().expect("epmd");
+    let node = echo_node(&epmd, "limits", &[]);
+    let mut cfg = config(&epmd);
+    cfg.decode_limits.max_elements = 100;
+    let pool = Pool::new(cfg);
+    pool.connect(node.name()).await.expect("connects");
+    let echo = Target::name("echo", node.name());
+    let big = Term::from(gater_pool::eetf::List::from(
+        (0..1000).map(int).collect::<Vec<_>>(),
+    ));
+    let e = pool
+        .call(echo.clone(), big, T)
+        .await
+        .expect_err("over the limits");
+    assert!(matches!(e, CallError::BadReply { .. }), "{e:?}");
+    assert_eq!(
+        pool.call(echo, atom("still_up"), T).await.expect("call"),
+        atom("still_up")
+    );
+    let m = pool.metrics();
+    assert_eq!((m.errors.bad_reply, m.connects), (1, 1));
+}
