@@ -258,10 +258,76 @@ impl<'a> Reader<'a> {
     /// slice it occupied.
     pub(crate) fn skip_term(&mut self) -> Result<&'a [u8], DecodeError> {
         let start = self.pos;
-        // Decoding to a tree and dropping it is simple and keeps one validator; terms
-        // skipped on the hot paths are small.
-        self.term()?;
+        self.skip()?;
         Ok(&self.buf[start..self.pos])
+    }
+
+    /// Walks over one term under the same limits and rules as [`Reader::term`], but
+    /// builds nothing (duplicate map keys are only found when the term is built).
+    fn skip(&mut self) -> Result<(), DecodeError> {
+        let offset = self.pos;
+        let tag = self.u8()?;
+        self.spend(1)?;
+        match tag {
+            SMALL_INTEGER_EXT => {
+                self.take(1)?;
+            }
+            INTEGER_EXT => {
+                self.take(4)?;
+            }
+            ATOM_UTF8_EXT | SMALL_ATOM_UTF8_EXT => {
+                self.atom_body(tag, offset)?;
+            }
+            ATOM_EXT | SMALL_ATOM_EXT => {
+                let len = if tag == ATOM_EXT {
+                    self.u16()? as usize
+                } else {
+                    self.u8()? as usize
+                };
+                if len > self.limits.max_atom_len {
+                    return Err(DecodeError::AtomTooLong {
+                        len,
+                        limit: self.limits.max_atom_len,
+                    });
+                }
+                self.take(len)?;
+            }
+            BINARY_EXT => {
+                let n = self.u32()? as usize;
+                self.take(n)?;
+            }
+            NIL_EXT => {}
+            STRING_EXT => {
+                let n = self.u16()? as usize;
+                self.take(n)?;
+                self.spend(n)?;
+            }
+            SMALL_TUPLE_EXT | LARGE_TUPLE_EXT | MAP_EXT | LIST_EXT => {
+                let count_at = self.pos;
+                let n = if tag == SMALL_TUPLE_EXT {
+                    self.u8()? as usize
+                } else {
+                    self.u32()? as usize
+                };
+                let per = if tag == MAP_EXT { 2 } else { 1 };
+                self.check_count(n, per, count_at)?;
+                self.enter()?;
+                for _ in 0..n * per {
+                    self.skip()?;
+                }
+                if tag == LIST_EXT {
+                    self.skip()?;
+                }
+                self.leave();
+            }
+            _ => {
+                // Rare kinds: build and drop.
+                self.pos = offset;
+                self.elements_left += 1;
+                self.term()?;
+            }
+        }
+        Ok(())
     }
 
     /// Decodes one term (no version byte) at the cursor.

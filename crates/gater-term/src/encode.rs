@@ -281,7 +281,13 @@ pub(crate) fn write_term(out: &mut Vec<u8>, term: &Term, atoms: AtomEncoding) {
         Term::Map(m) => {
             write_map_header(out, m.map.len());
             let mut entries: Vec<(&Term, &Term)> = m.map.iter().collect();
-            entries.sort_by(|a, b| compare_exact(a.0, b.0));
+            // Keys are distinct, so an unstable sort gives one order; atoms and
+            // binaries, the usual keys, compare without the general machinery.
+            entries.sort_unstable_by(|a, b| match (a.0, b.0) {
+                (Term::Atom(x), Term::Atom(y)) => x.name.cmp(&y.name),
+                (Term::Binary(x), Term::Binary(y)) => x.bytes.cmp(&y.bytes),
+                (x, y) => compare_exact(x, y),
+            });
             for (k, v) in entries {
                 write_term(out, k, atoms);
                 write_term(out, v, atoms);
