@@ -23,6 +23,8 @@ pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 #[derive(Debug, Clone)]
 pub struct PoolConfig {
     /// Our node name, `name@host`; default `exesdb_gater_<random>@<hostname>`.
+    /// Match the cluster's naming: a node started with `-name` (long names, a dotted host
+    /// or an IP) refuses peers with short host names, and `-sname` nodes the reverse.
     pub node_name: String,
     /// The distribution cookie.
     pub cookie: String,

@@ -23,6 +23,25 @@
 //!   NodeEvent (broadcast) <-- supervisor task per peer (connect, back-off)
 //! ```
 //!
+//! ```no_run
+//! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+//! use gater_pool::{Pool, PoolConfig, Term, eetf::Atom};
+//! use std::time::Duration;
+//!
+//! let pool = Pool::new(PoolConfig::new("secret_cookie").node_name("gater@127.0.0.1"));
+//! pool.connect("ex_esdb0@127.0.0.1").await?;
+//! let apps = pool
+//!     .rpc("ex_esdb0@127.0.0.1", "application", "which_applications", vec![], Duration::from_secs(5))
+//!     .await?;
+//! let request = Term::from(Atom::from("ping"));
+//! let reply = pool
+//!     .call(("some_server", "ex_esdb0@127.0.0.1"), request, Duration::from_secs(5))
+//!     .await?;
+//! # let _ = (apps, reply);
+//! # Ok(())
+//! # }
+//! ```
+//!
 //! The protocol core (the private `core` module) is pure: it takes frames, commands and
 //! `now`, and hands out bytes and a next deadline, so it is tested without sockets. See
 //! `docs/pool.md` for the design.
