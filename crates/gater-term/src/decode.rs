@@ -682,10 +682,8 @@ pub(crate) fn latin1(bytes: &[u8]) -> Cow<'_, str> {
     }
 }
 
-/// Checks the version byte and size limit, inflates a compressed term if needed, and
-/// returns the buffer holding the term body with the offset where it starts and the
-/// number of input bytes the whole term uses when known (`None` for compressed
-/// terms: the caller learns it from the inflater).
+/// Where a term's body is, once the version byte is checked and a compressed term
+/// inflated.
 pub(crate) enum Body<'a> {
     /// The term body is in the input, starting at this offset.
     Plain(&'a [u8], usize),
@@ -693,6 +691,7 @@ pub(crate) enum Body<'a> {
     Inflated(Vec<u8>, usize),
 }
 
+/// Checks the version byte and inflates a compressed term.
 pub(crate) fn open<'a>(bytes: &'a [u8], limits: &DecodeLimits) -> Result<Body<'a>, DecodeError> {
     let version = *bytes
         .first()
@@ -704,11 +703,8 @@ pub(crate) fn open<'a>(bytes: &'a [u8], limits: &DecodeLimits) -> Result<Body<'a
         let (body, used) = inflate(bytes, limits)?;
         return Ok(Body::Inflated(body, used));
     }
-    if bytes.len() > limits.max_bytes.saturating_add(1) {
-        // A prefix decode may still succeed on a long buffer: check the term itself
-        // once its end is known (see `check_size`).
-        return Ok(Body::Plain(bytes, 1));
-    }
+    // A long buffer may hold more than one term: the size of this one is checked once
+    // its end is known (`check_size`), and the reader never looks past the limit.
     Ok(Body::Plain(bytes, 1))
 }
 

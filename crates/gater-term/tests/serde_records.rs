@@ -83,6 +83,7 @@ fn real_exesdb_replies_read_typed() {
     enum Reply<'a> {
         #[serde(borrow)]
         Ok(Vec<EventRecordRef<'a>>),
+        #[allow(dead_code)]
         Error(TermValue),
     }
     let Reply::Ok(events) = de::from_slice::<Reply<'_>>(&bytes).expect("reply") else {
