@@ -15,9 +15,6 @@ use std::time::{Duration, Instant};
 use tokio::sync::{broadcast, mpsc, oneshot, watch};
 use tracing::Instrument;
 
-/// How long after its deadline a caller stops waiting for the core's answer.
-const CALLER_GRACE: Duration = Duration::from_millis(250);
-
 /// Whom a call or cast is for.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Target {
@@ -386,24 +383,28 @@ impl Pool {
         let lost = || CallError::ConnectionLost {
             node: node.to_owned(),
         };
-        // The core ends the call at its deadline; the grace covers a full command queue.
         let span = tracing::debug_span!("call", peer = node, key, rpc);
-        let outcome = tokio::time::timeout_at(
-            (deadline + CALLER_GRACE).into(),
-            async {
-                conn.commands.send(cmd).await.map_err(|_| lost())?;
-                rx.await.map_err(|_| lost())?
+        let reply = async {
+            // The usual case needs no timer of its own: the core answers every call by its
+            // deadline, or drops it with the connection. Only a full queue makes us wait.
+            match conn.commands.try_send(cmd) {
+                Ok(()) => {}
+                Err(mpsc::error::TrySendError::Closed(_)) => return Err(lost()),
+                Err(mpsc::error::TrySendError::Full(cmd)) => {
+                    match tokio::time::timeout_at(deadline.into(), conn.commands.send(cmd)).await {
+                        Ok(Ok(())) => {}
+                        Ok(Err(_)) => return Err(lost()),
+                        Err(_) => {
+                            self.inner.metrics.count_error(&CallError::Timeout);
+                            return Err(CallError::Timeout);
+                        }
+                    }
+                }
             }
-            .instrument(span),
-        )
-        .await;
-        let reply = match outcome {
-            Ok(r) => r?,
-            Err(_) => {
-                self.inner.metrics.count_error(&CallError::Timeout);
-                return Err(CallError::Timeout);
-            }
-        };
+            rx.await.map_err(|_| lost())?
+        }
+        .instrument(span)
+        .await?;
         // Decoding happens here, on the caller's task, with the pool's limits.
         let term = match reply {
             Reply::Decoded(t) => Ok(t),
