@@ -135,6 +135,7 @@ struct Observation {
 pub struct Discovery {
     events: mpsc::Receiver<DiscoveryEvent>,
     counters: Arc<SharedCounters>,
+    refused: Arc<AtomicU64>,
     gossip_addr: Option<SocketAddr>,
     tasks: Vec<JoinHandle<()>>,
 }
@@ -193,15 +194,18 @@ impl Discovery {
             }
         }
         drop(obs_tx);
+        let refused = Arc::new(AtomicU64::new(0));
         tasks.push(tokio::spawn(hub(
             Liveness::new(config.gone_after).with_max_nodes(config.max_nodes),
             config.static_nodes.clone(),
             obs_rx,
             events_tx,
+            Arc::clone(&refused),
         )));
         Ok(Self {
             events,
             counters,
+            refused,
             gossip_addr,
             tasks,
         })
@@ -220,6 +224,12 @@ impl Discovery {
     /// Datagrams accepted and rejected (per reason) so far.
     pub fn counters(&self) -> Counters {
         self.counters.snapshot()
+    }
+
+    /// New nodes refused because [`DiscoveryConfig::max_nodes`] nodes were already
+    /// tracked: a growing count means someone announces made-up names.
+    pub fn nodes_refused(&self) -> u64 {
+        self.refused.load(Ordering::Relaxed)
     }
 
     /// The gossip socket's local address, when gossip is on.
@@ -246,6 +256,7 @@ async fn hub(
     static_nodes: Vec<NodeName>,
     mut observations: mpsc::Receiver<Observation>,
     events: mpsc::Sender<DiscoveryEvent>,
+    refused: Arc<AtomicU64>,
 ) {
     for node in &static_nodes {
         if let Some(event) = table.pin(now(), node, Source::Static) {
@@ -263,7 +274,9 @@ async fn hub(
         tokio::select! {
             obs = observations.recv(), if sources_open => match obs {
                 Some(Observation { node, source }) => {
-                    if let Some(event) = table.observe(now(), &node, source) {
+                    let event = table.observe(now(), &node, source);
+                    refused.store(table.refused(), Ordering::Relaxed);
+                    if let Some(event) = event {
                         tracing::info!(%node, source = ?event.source(), "node seen");
                         if events.send(event).await.is_err() {
                             return;

@@ -97,3 +97,18 @@ fn real_heartbeats_are_rejected_with_the_wrong_mode_or_secret() {
         );
     }
 }
+
+#[test]
+fn the_shared_term_codec_reads_the_heartbeat_term_the_same_way() {
+    let Some(dir) = vectors() else { return };
+    let bytes = read(&dir, "gossip_heartbeat_plain_1.bin");
+    let etf = &bytes[packet::HEARTBEAT_PREFIX.len()..];
+    let term = gater_term::decode(etf, &gater_term::DecodeLimits::default()).expect("valid ETF");
+    let gater_term::Term::Map(map) = term else {
+        panic!("not a map: {term:?}")
+    };
+    assert_eq!(map.map.len(), 1);
+    let (k, v) = map.map.iter().next().expect("one entry");
+    assert!(matches!(k, gater_term::Term::Atom(a) if a.name == "node"));
+    assert!(matches!(v, gater_term::Term::Atom(a) if a.name == NODE));
+}

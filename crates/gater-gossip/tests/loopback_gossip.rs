@@ -338,3 +338,41 @@ async fn a_multicast_listener_also_hears_broadcast_heartbeats() {
     )
     .await;
 }
+
+#[tokio::test]
+async fn made_up_names_cannot_grow_the_table_past_its_cap() {
+    let port = free_udp_port();
+    let gossip = multicast(port, None);
+    loopback_only(&gossip);
+    let mut discovery = Discovery::start(DiscoveryConfig {
+        gossip: Some(gossip),
+        max_nodes: 3,
+        ..DiscoveryConfig::default()
+    })
+    .expect("starts");
+    let socket = UdpSocket::bind((Ipv4Addr::LOCALHOST, 0)).expect("bind");
+    let codec = HeartbeatCodec::plain();
+    for i in 0..50 {
+        let d = codec.write(&node(&format!("fake{i}@127.0.0.1")), [0; IV_LEN]);
+        socket
+            .send_to(&d, (Ipv4Addr::LOCALHOST, port))
+            .expect("send");
+    }
+    for _ in 0..3 {
+        let e = tokio::time::timeout(SLACK, discovery.recv()).await;
+        assert!(
+            matches!(e, Ok(Some(DiscoveryEvent::NodeSeen { .. }))),
+            "{e:?}"
+        );
+    }
+    let deadline = tokio::time::Instant::now() + SLACK;
+    while discovery.nodes_refused() < 47 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{}",
+            discovery.nodes_refused()
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(discovery.events().try_recv().is_err());
+}
