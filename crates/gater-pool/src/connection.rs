@@ -31,9 +31,20 @@ pub(crate) async fn run(
 ) -> CloseReason {
     let (mut rd, mut wr) = stream.into_split();
     let mut inbuf = BytesMut::with_capacity(64 * 1024);
+    // One timer for the task's life, moved as the core's deadline moves: creating one per
+    // loop turn would cost a timer-wheel registration per wake-up.
+    let timer = tokio::time::sleep_until(Instant::from_std(core.poll_timeout()));
+    tokio::pin!(timer);
     let reason = loop {
         let deadline = Instant::from_std(core.poll_timeout());
+        if timer.deadline() != deadline {
+            timer.as_mut().reset(deadline);
+        }
         let can_take = core.output().len() < limits.max_write_buffer;
+        // Read in large chunks (BytesMut would otherwise grow by 64 bytes per read).
+        if inbuf.capacity() - inbuf.len() < 8 * 1024 {
+            inbuf.reserve(64 * 1024);
+        }
         tokio::select! {
             r = rd.read_buf(&mut inbuf) => {
                 match r {
@@ -95,7 +106,7 @@ pub(crate) async fn run(
                     Err(e) => break CloseReason::Io(e.to_string()),
                 }
             }
-            () = tokio::time::sleep_until(deadline) => {
+            () = &mut timer => {
                 if let Err(e) = core.handle_timeout(std::time::Instant::now()) {
                     break e;
                 }

@@ -276,7 +276,14 @@ impl Core {
     }
 
     /// When [`Core::handle_timeout`] must run next.
-    pub(crate) fn poll_timeout(&self) -> Instant {
+    pub(crate) fn poll_timeout(&mut self) -> Instant {
+        // Deadlines of calls that already ended would only wake us for nothing.
+        while let Some(Reverse((_, key))) = self.deadlines.peek() {
+            if self.calls.contains_key(key) {
+                break;
+            }
+            self.deadlines.pop();
+        }
         let mut t =
             (self.last_out + self.tick_interval()).min(self.last_in + self.config.net_ticktime);
         if let Some(Reverse((d, _))) = self.deadlines.peek() {
