@@ -185,7 +185,10 @@ fn main() {
             "thr x", "p99 x", "cpu x"
         );
         for (conc, total) in RUNS {
+            let before = pool.metrics();
             let o = ours(&pool, &pid, conc, total).await;
+            let after = pool.metrics();
+            let per = |a: u64, b: u64| a as f64 / b.max(1) as f64;
             let b = beam(&pool, &client, &pid, conc, total).await;
             println!(
                 "{conc:>5} | {:>10.0} {:>8.0} {:>8.0} {:>9.1} | {:>10.0} {:>8.0} {:>8.0} {:>9.1} | {:>6.2} {:>6.2} {:>6.2}",
@@ -195,7 +198,12 @@ fn main() {
                 o.p99_us / b.p99_us,
                 o.cpu_us_per_call / b.cpu_us_per_call,
             );
-            println!("      (BEAM client statistics(runtime): {:.1} us/call)", b.vm_runtime_us_per_call);
+            println!(
+                "      ours: {:.1} frames per socket write, {:.1} per read; BEAM client statistics(runtime): {:.1} us/call",
+                per(after.frames_out - before.frames_out, after.socket_writes - before.socket_writes),
+                per(after.frames_in - before.frames_in, after.socket_reads - before.socket_reads),
+                b.vm_runtime_us_per_call
+            );
         }
         println!("our RSS after the runs: {:.1} MiB", rss_kib() as f64 / 1024.0);
         println!("thr x = our calls/s / BEAM's (goal >= 1.5 at 256); p99 x and cpu x = ours / BEAM's (goals <= 0.5 and <= 0.25)");

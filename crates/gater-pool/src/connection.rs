@@ -49,7 +49,10 @@ pub(crate) async fn run(
             r = rd.read_buf(&mut inbuf) => {
                 match r {
                     Ok(0) => break CloseReason::PeerClosed,
-                    Ok(n) => Metrics::add(&metrics.bytes_in, n as u64),
+                    Ok(n) => {
+                        Metrics::add(&metrics.bytes_in, n as u64);
+                        Metrics::add(&metrics.socket_reads, 1);
+                    }
                     Err(e) => break CloseReason::Io(e.to_string()),
                 }
                 let now = std::time::Instant::now();
@@ -102,7 +105,10 @@ pub(crate) async fn run(
             r = wr.write(core.output()), if !core.output().is_empty() => {
                 match r {
                     Ok(0) => break CloseReason::PeerClosed,
-                    Ok(n) => core.consume_output(n),
+                    Ok(n) => {
+                        core.consume_output(n);
+                        Metrics::add(&metrics.socket_writes, 1);
+                    }
                     Err(e) => break CloseReason::Io(e.to_string()),
                 }
             }

@@ -22,6 +22,8 @@ pub(crate) struct Metrics {
     pub frames_out: AtomicU64,
     pub bytes_in: AtomicU64,
     pub bytes_out: AtomicU64,
+    pub socket_reads: AtomicU64,
+    pub socket_writes: AtomicU64,
     pub oversize_frames: AtomicU64,
     pub dropped_messages: AtomicU64,
     pub served_requests: AtomicU64,
@@ -67,6 +69,8 @@ impl Metrics {
             frames_out: g(&self.frames_out),
             bytes_in: g(&self.bytes_in),
             bytes_out: g(&self.bytes_out),
+            socket_reads: g(&self.socket_reads),
+            socket_writes: g(&self.socket_writes),
             oversize_frames: g(&self.oversize_frames),
             dropped_messages: g(&self.dropped_messages),
             served_requests: g(&self.served_requests),
@@ -118,6 +122,10 @@ pub struct MetricsSnapshot {
     pub bytes_in: u64,
     /// Bytes sent after the handshake.
     pub bytes_out: u64,
+    /// Successful socket reads (frames in / reads = read batching).
+    pub socket_reads: u64,
+    /// Successful socket writes (frames out / writes = write batching).
+    pub socket_writes: u64,
     /// Connections closed because a frame exceeded the cap.
     pub oversize_frames: u64,
     /// Messages to unknown names, dead pids, or full mailboxes.
