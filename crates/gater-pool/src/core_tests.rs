@@ -377,3 +377,49 @@ fn garbage_frames_close_the_connection_with_a_reason() {
         Err(CloseReason::Decode(_))
     ));
 }
+
+#[test]
+fn a_mailbox_that_overflows_is_closed_and_its_watchers_told() {
+    let mut h = Harness::new();
+    let (tx, mut rx) = tokio::sync::mpsc::channel(1);
+    let number = h.local.next_pid_number();
+    h.core
+        .handle_command(Command::OpenMailbox { number, tx }, h.now);
+    let me = Term::from(h.local.pid(number));
+    let watcher = Term::from(peer_pid(7));
+    let r = Term::from(eetf::Reference {
+        node: PEER.into(),
+        id: vec![1, 1, 1],
+        creation: 99,
+    });
+    h.receive(
+        tuple(vec![
+            int(wire::MONITOR_P),
+            watcher.clone(),
+            me.clone(),
+            r.clone(),
+        ]),
+        None,
+    )
+    .expect("frame");
+    assert!(h.sent().is_empty(), "the mailbox exists: no noproc");
+    let send = || tuple(vec![int(wire::SEND), atom(""), me.clone()]);
+    h.receive(send(), Some(atom("first"))).expect("frame");
+    h.receive(send(), Some(atom("second"))).expect("frame");
+    let sent = h.sent();
+    assert_eq!(
+        sent[0].0,
+        tuple(vec![
+            int(wire::MONITOR_P_EXIT),
+            me.clone(),
+            watcher,
+            r,
+            atom("mailbox_overflow")
+        ])
+    );
+    assert_eq!(rx.try_recv().ok(), Some(atom("first")));
+    assert!(rx.try_recv().is_err(), "closed after what it held");
+    // The pid is gone: later messages are dropped.
+    h.receive(send(), Some(atom("third"))).expect("frame");
+    assert_eq!(h.metrics.snapshot().dropped_messages, 2);
+}

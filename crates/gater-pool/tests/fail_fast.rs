@@ -226,3 +226,44 @@ async fn an_oversize_frame_closes_only_that_connection() {
         atom("fine")
     );
 }
+
+#[tokio::test]
+async fn an_unreachable_peer_is_retried_with_growing_delays_until_disconnected() {
+    let epmd = Epmd::start().expect("epmd");
+    let pool =
+        Pool::new(config(&epmd).backoff(Duration::from_millis(40), Duration::from_millis(400)));
+    let mut events = pool.subscribe();
+    let ghost = "ghost@127.0.0.1";
+    let e = pool.connect(ghost).await.expect_err("nobody there");
+    assert!(matches!(e, ConnectError::UnknownNode { .. }), "{e:?}");
+    // Five more failures, each once, each later than the one before by a growing delay.
+    let mut at = vec![Instant::now()];
+    for _ in 0..5 {
+        wait_event(
+            &mut events,
+            Duration::from_secs(5),
+            |e| matches!(e, NodeEvent::ConnectFailed { node, .. } if node == ghost),
+        )
+        .await;
+        at.push(Instant::now());
+    }
+    let gaps: Vec<Duration> = at.windows(2).map(|w| w[1] - w[0]).collect();
+    assert!(
+        gaps[3] > gaps[0] && gaps[4] >= Duration::from_millis(200),
+        "{gaps:?}"
+    );
+    assert!(pool.metrics().connect_failures <= 7, "{:?}", pool.metrics());
+    pool.disconnect(ghost);
+    let after = pool.metrics().connect_failures;
+    // Stopped: no attempt within more than the largest back-off.
+    let more = tokio::time::timeout(Duration::from_millis(900), async {
+        loop {
+            if let Ok(NodeEvent::ConnectFailed { .. }) = events.recv().await {
+                return;
+            }
+        }
+    })
+    .await;
+    assert!(more.is_err(), "an attempt after disconnect");
+    assert_eq!(pool.metrics().connect_failures, after);
+}
