@@ -305,8 +305,12 @@ impl Pool {
     }
 
     fn handle_or_err(&self, node: &str) -> Result<ConnHandle, CallError> {
-        self.handle(node).ok_or_else(|| CallError::NotConnected {
-            node: node.to_owned(),
+        self.handle(node).ok_or_else(|| {
+            let e = CallError::NotConnected {
+                node: node.to_owned(),
+            };
+            self.inner.metrics.count_error(&e);
+            e
         })
     }
 
@@ -323,18 +327,8 @@ impl Pool {
         request: Term,
         timeout: Duration,
     ) -> Result<Term, CallError> {
-        let target = target.into();
-        let r = self.call_inner(&target, request, timeout, false).await;
-        if let Err(e) = &r {
-            // Errors found before the call reached its connection are counted here.
-            if matches!(
-                e,
-                CallError::NotConnected { .. } | CallError::InvalidTarget(_)
-            ) {
-                self.inner.metrics.count_error(e);
-            }
-        }
-        r
+        self.call_inner(&target.into(), request, timeout, false)
+            .await
     }
 
     async fn call_inner(
