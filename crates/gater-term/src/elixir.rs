@@ -14,7 +14,7 @@ use crate::Term;
 use crate::build::{atom, list, tuple};
 use crate::error::DecodeError;
 use crate::matching::TermExt;
-use crate::raw::Atom;
+use crate::raw::StaticAtom;
 
 /// The atom `nil`.
 pub fn nil() -> Term {
@@ -140,7 +140,7 @@ impl DateTime {
 #[derive(Serialize)]
 #[serde(rename = "Elixir.DateTime")]
 struct DateTimeOut<'a> {
-    calendar: Atom,
+    calendar: StaticAtom,
     day: u8,
     hour: u8,
     microsecond: (u32, u8),
@@ -186,18 +186,20 @@ impl Serialize for DateTime {
             return s.serialize_str(&text);
         }
         let t = self.0.to_offset(UtcOffset::UTC);
+        let (year, month, day) = t.to_calendar_date();
+        let (hour, minute, second, micro) = t.to_hms_micro();
         DateTimeOut {
-            calendar: Atom("Elixir.Calendar.ISO".into()),
-            day: t.day(),
-            hour: t.hour(),
-            microsecond: (t.microsecond(), 6),
-            minute: t.minute(),
-            month: u8::from(t.month()),
-            second: t.second(),
+            calendar: StaticAtom("Elixir.Calendar.ISO"),
+            day,
+            hour,
+            microsecond: (micro, 6),
+            minute,
+            month: u8::from(month),
+            second,
             std_offset: 0,
             time_zone: "Etc/UTC",
             utc_offset: 0,
-            year: t.year(),
+            year,
             zone_abbr: "UTC",
         }
         .serialize(s)

@@ -27,6 +27,9 @@ pub struct EncodeOptions {
     pub atoms: AtomEncoding,
 }
 
+/// OTP writes maps of up to 32 keys ("flatmaps") in key order.
+const SMALL_MAP: usize = 32;
+
 pub(crate) fn write_atom(out: &mut Vec<u8>, name: &str, atoms: AtomEncoding) {
     if atoms == AtomEncoding::Latin1 && name.chars().all(|c| (c as u32) < 256) {
         let n = name.chars().count().min(u16::MAX as usize);
@@ -280,17 +283,37 @@ pub(crate) fn write_term(out: &mut Vec<u8>, term: &Term, atoms: AtomEncoding) {
         }
         Term::Map(m) => {
             write_map_header(out, m.map.len());
-            let mut entries: Vec<(&Term, &Term)> = m.map.iter().collect();
             // Keys are distinct, so an unstable sort gives one order; atoms and
             // binaries, the usual keys, compare without the general machinery.
-            entries.sort_unstable_by(|a, b| match (a.0, b.0) {
-                (Term::Atom(x), Term::Atom(y)) => x.name.cmp(&y.name),
-                (Term::Binary(x), Term::Binary(y)) => x.bytes.cmp(&y.bytes),
-                (x, y) => compare_exact(x, y),
-            });
-            for (k, v) in entries {
-                write_term(out, k, atoms);
-                write_term(out, v, atoms);
+            fn key_order(a: &Term, b: &Term) -> std::cmp::Ordering {
+                match (a, b) {
+                    (Term::Atom(x), Term::Atom(y)) => x.name.cmp(&y.name),
+                    (Term::Binary(x), Term::Binary(y)) => x.bytes.cmp(&y.bytes),
+                    (x, y) => compare_exact(x, y),
+                }
+            }
+            if m.map.len() <= SMALL_MAP {
+                // Small maps (OTP's flatmaps) sort on the stack.
+                let mut entries: [Option<(&Term, &Term)>; SMALL_MAP] = [None; SMALL_MAP];
+                for (slot, e) in entries.iter_mut().zip(&m.map) {
+                    *slot = Some(e);
+                }
+                let entries = &mut entries[..m.map.len()];
+                entries.sort_unstable_by(|a, b| match (a, b) {
+                    (Some(a), Some(b)) => key_order(a.0, b.0),
+                    _ => std::cmp::Ordering::Equal,
+                });
+                for (k, v) in entries.iter().flatten() {
+                    write_term(out, k, atoms);
+                    write_term(out, v, atoms);
+                }
+            } else {
+                let mut entries: Vec<(&Term, &Term)> = m.map.iter().collect();
+                entries.sort_unstable_by(|a, b| key_order(a.0, b.0));
+                for (k, v) in entries {
+                    write_term(out, k, atoms);
+                    write_term(out, v, atoms);
+                }
             }
         }
     }

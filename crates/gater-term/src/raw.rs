@@ -69,6 +69,16 @@ impl<'de> Deserialize<'de> for ByteBuf {
     }
 }
 
+/// An atom with a static name (no allocation), for fixed atoms in serialized types.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct StaticAtom(pub &'static str);
+
+impl Serialize for StaticAtom {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_newtype_struct(ATOM_NAME, self.0)
+    }
+}
+
 /// An atom: a string that serializes as an atom, and deserializes from an atom (or,
 /// through other formats, from a string).
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Default)]
@@ -193,9 +203,23 @@ impl Serialize for TermValue {
         if s.is_human_readable() {
             return crate::json::term_to_json(&self.0).serialize(s);
         }
-        let mut body = Vec::new();
-        crate::encode::write_term(&mut body, &self.0, crate::AtomEncoding::Utf8);
-        s.serialize_newtype_struct(RAW_NAME, &Bytes(&body))
+        // A scratch buffer per thread: no allocation per value once it has grown.
+        thread_local! {
+            static SCRATCH: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+        }
+        SCRATCH.with(|cell| match cell.try_borrow_mut() {
+            Ok(mut body) => {
+                body.clear();
+                crate::encode::write_term(&mut body, &self.0, crate::AtomEncoding::Utf8);
+                s.serialize_newtype_struct(RAW_NAME, &Bytes(&body))
+            }
+            // Re-entered (a TermValue serialized while one is being written): allocate.
+            Err(_) => {
+                let mut body = Vec::new();
+                crate::encode::write_term(&mut body, &self.0, crate::AtomEncoding::Utf8);
+                s.serialize_newtype_struct(RAW_NAME, &Bytes(&body))
+            }
+        })
     }
 }
 
