@@ -193,11 +193,7 @@ impl<'de> Deserializer<'de> {
         let tag = self.r.u8()?;
         self.r.spend(1)?;
         match tag {
-            NIL_EXT => v.visit_seq(Elements {
-                de: self,
-                left: 0,
-                list: false,
-            }),
+            NIL_EXT => v.visit_seq(Elements { de: self, left: 0 }),
             STRING_EXT => {
                 let n = self.r.u16()? as usize;
                 let bytes = self.r.take(n)?;
@@ -218,11 +214,7 @@ impl<'de> Deserializer<'de> {
                 self.r.check_count(n, 1, count_at)?;
                 self.r.enter()?;
                 let list = tag == LIST_EXT;
-                let mut access = Elements {
-                    de: self,
-                    left: n,
-                    list,
-                };
+                let mut access = Elements { de: self, left: n };
                 let value = v.visit_seq(&mut access)?;
                 if access.left != 0 {
                     return Err(DecodeError::Message(format!(
@@ -278,8 +270,6 @@ impl<'de> Deserializer<'de> {
 struct Elements<'a, 'de> {
     de: &'a mut Deserializer<'de>,
     left: usize,
-    #[allow(dead_code)]
-    list: bool,
 }
 
 impl<'de> de::SeqAccess<'de> for Elements<'_, 'de> {
@@ -398,7 +388,6 @@ impl<'de> de::VariantAccess<'de> for Variant<'_, 'de> {
         let mut access = Elements {
             de: self.de,
             left: len,
-            list: false,
         };
         let v = visitor.visit_seq(&mut access)?;
         if access.left != 0 {
