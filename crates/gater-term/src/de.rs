@@ -15,7 +15,7 @@ use serde::de::{self, DeserializeSeed, Visitor};
 use crate::DecodeLimits;
 use crate::decode::{self, Body, Reader};
 use crate::error::DecodeError;
-use crate::raw::{ATOM_NAME, RAW_NAME};
+use crate::raw::{ATOM_NAME, HANDOFF, RAW_NAME, TERM_NAME};
 use crate::tag::*;
 
 /// Decodes a value from a complete term (version byte first) with default limits,
@@ -138,6 +138,21 @@ impl<'de> Deserializer<'de> {
         self.r.pos += 1;
         self.r.spend(1)?;
         self.r.atom_body(tag, offset).map(Some)
+    }
+
+    /// Is the next term the atom `'__struct__'` (in any atom encoding)? Looks at the
+    /// bytes only, so ordinary keys are parsed once.
+    fn at_struct_key(&self) -> bool {
+        const NAME: &[u8] = b"__struct__";
+        let rest = &self.r.buf[self.r.pos..];
+        let body = match rest.first() {
+            Some(&(SMALL_ATOM_UTF8_EXT | SMALL_ATOM_EXT)) => rest.get(1..),
+            Some(&(ATOM_EXT | ATOM_UTF8_EXT)) if rest.get(1) == Some(&0) => rest.get(2..),
+            _ => None,
+        };
+        body.is_some_and(|b| {
+            b.first() == Some(&(NAME.len() as u8)) && b.get(1..=NAME.len()) == Some(NAME)
+        })
     }
 
     fn visit_atom<V: Visitor<'de>>(name: Cow<'de, str>, v: V) -> Result<V::Value, DecodeError> {
@@ -307,22 +322,18 @@ impl<'de> de::MapAccess<'de> for Entries<'_, 'de> {
             }
             self.left -= 1;
             if let Some(name) = self.elixir_struct {
-                let save = (self.de.r.pos, self.de.r.elements_left);
-                if let Some(key) = self.de.atom_if()? {
-                    if key == "__struct__" {
-                        let at = self.de.r.pos;
-                        match self.de.atom_if()? {
-                            Some(module) if module == name => continue,
-                            _ => {
-                                return Err(DecodeError::Message(format!(
-                                    "expected struct {name} at byte {at}"
-                                )));
-                            }
+                if self.de.at_struct_key() {
+                    self.de.atom_if()?;
+                    let at = self.de.r.pos;
+                    match self.de.atom_if()? {
+                        Some(module) if module == name => continue,
+                        _ => {
+                            return Err(DecodeError::Message(format!(
+                                "expected struct {name} at byte {at}"
+                            )));
                         }
                     }
                 }
-                self.de.r.pos = save.0;
-                self.de.r.elements_left = save.1;
             }
             return seed.deserialize(&mut *self.de).map(Some);
         }
@@ -555,6 +566,11 @@ impl<'de> de::Deserializer<'de> for &mut Deserializer<'de> {
         if name == RAW_NAME {
             let slice = self.r.skip_term()?;
             return v.visit_borrowed_bytes(slice);
+        }
+        if name == TERM_NAME {
+            let term = self.r.term()?;
+            HANDOFF.with(|h| h.set(Some(term)));
+            return v.visit_unit();
         }
         if name == ATOM_NAME {
             let offset = self.r.pos;

@@ -10,6 +10,14 @@ use crate::{DecodeError, DecodeLimits, Term};
 
 pub(crate) const RAW_NAME: &str = "$gater_term::RawTerm";
 pub(crate) const ATOM_NAME: &str = "$gater_term::Atom";
+pub(crate) const TERM_NAME: &str = "$gater_term::Term";
+
+thread_local! {
+    /// Hands a term built by [`crate::de::Deserializer`] to [`TermValue`]'s visitor,
+    /// which serde's data model has no way to carry: one walk over the bytes instead
+    /// of a skip and a second decode.
+    pub(crate) static HANDOFF: std::cell::Cell<Option<Term>> = const { std::cell::Cell::new(None) };
+}
 
 /// Bytes serialized as a binary (serde serializes `Vec<u8>` as a list otherwise).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -238,7 +246,16 @@ impl<'de> Deserialize<'de> for TermValue {
             fn visit_bytes<E: de::Error>(self, v: &[u8]) -> Result<Term, E> {
                 decode_body(v).map_err(E::custom)
             }
+            fn visit_unit<E: de::Error>(self) -> Result<Term, E> {
+                HANDOFF
+                    .with(std::cell::Cell::take)
+                    .ok_or_else(|| E::custom("no term handed over"))
+            }
+            fn visit_newtype_struct<D: Deserializer<'de>>(self, d: D) -> Result<Term, D::Error> {
+                let b = ByteBuf::deserialize(d)?;
+                decode_body(&b.0).map_err(de::Error::custom)
+            }
         }
-        d.deserialize_newtype_struct(RAW_NAME, V).map(TermValue)
+        d.deserialize_newtype_struct(TERM_NAME, V).map(TermValue)
     }
 }
