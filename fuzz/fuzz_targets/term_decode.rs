@@ -34,5 +34,8 @@ fuzz_target!(|data: &[u8]| {
         assert!(exact_eq(&term, &back), "round trip changed the term");
     }
     let _ = gater_term::de::from_slice_with::<serde_json::Value>(bytes, &limits);
-    let _ = gater_term::de::from_slice_with::<gater_term::records::EventRecordRef<'_>>(bytes, &limits);
+    let _ =
+        gater_term::de::from_slice_with::<gater_term::records::EventRecordRef<'_>>(bytes, &limits);
+    let _ =
+        gater_term::de::from_slice_owned::<Vec<gater_term::records::EventRecord>>(bytes, &limits);
 });
