@@ -258,7 +258,20 @@ become_leader(#st{store = Store} = St0) ->
     Peers = [{server(Store), N} || N <- nodes()],
     St1 = lists:foldl(fun(Peer, Acc) -> merge_from(Peer, Acc) end, St, Peers),
     logger:notice("testbed: ~p is now the leader of ~p", [node(), Store]),
-    ready(St1#st{role = leader, leader = self(), leader_mon = undefined}).
+    %% Every live replica is a follower from the first write on: its own join may come
+    %% later, and a write acknowledged before it must still be on its disk.
+    St2 = lists:foldl(fun adopt/2, St1, Peers),
+    ready(St2#st{role = leader, leader = self(), leader_mon = undefined}).
+
+adopt({Name, Node}, #st{replicas = R} = St) ->
+    case rpc:call(Node, erlang, whereis, [Name], 2000) of
+        Pid when is_pid(Pid) ->
+            case maps:is_key(Pid, R) of
+                true -> St;
+                false -> St#st{replicas = R#{Pid => erlang:monitor(process, Pid)}}
+            end;
+        _ -> St
+    end.
 
 %% Serving: a leader, or a follower that has caught up with its leader.
 ready(#st{waiters = W} = St) ->
