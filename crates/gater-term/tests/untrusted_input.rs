@@ -231,3 +231,15 @@ proptest! {
         let _ = gater_term::de::from_slice::<serde_json::Value>(&b);
     }
 }
+
+#[test]
+fn compressed_prefix_reports_the_bytes_it_used() {
+    let t = list((0..200).map(|i| int(i % 7)).collect());
+    let mut b = gater_term::encode_compressed(&t, 6);
+    let n = b.len();
+    b.extend_from_slice(&encode(&atom("next")));
+    let (got, used) = decode_prefix(&b, &DecodeLimits::default()).expect("prefix");
+    assert!(gater_term::order::exact_eq(&got, &t));
+    assert_eq!(used, n);
+    assert_eq!(d(&b[used..]), Ok(atom("next")));
+}
