@@ -14,8 +14,10 @@
 //! the answers in. Selection never scans the whole Swarm registry: the table is indexed by
 //! store when a reply is parsed.
 
+mod runtime;
 mod table;
 mod worker;
 
+pub use runtime::{NodeInfo, Registry, RegistryConfig, RegistryStatus, runs_exesdb};
 pub use table::{Route, SelectionPolicy, WorkerLease, WorkerTable};
 pub use worker::{GatewayWorker, RegistryError, StoreId, parse_registered, parse_worker_name};

@@ -157,6 +157,35 @@ impl WorkerTable {
         self.candidates(store).map(|s| &s.worker)
     }
 
+    /// Every worker in the table.
+    pub fn all_workers(&self) -> impl Iterator<Item = &GatewayWorker> {
+        self.by_store
+            .values()
+            .flatten()
+            .chain(self.any_store.iter())
+            .map(|s| &s.worker)
+    }
+
+    /// The known leaders, by store.
+    pub fn leaders(&self) -> impl Iterator<Item = (&StoreId, &str)> {
+        self.leaders.iter().map(|(s, n)| (s, n.as_str()))
+    }
+
+    /// A lease on a particular worker, when the table holds it.
+    pub fn lease_of(&self, pid: &Pid) -> Option<WorkerLease> {
+        let slot = self
+            .by_store
+            .values()
+            .flatten()
+            .chain(self.any_store.iter())
+            .find(|s| &s.worker.pid == pid)?;
+        slot.in_flight.fetch_add(1, Ordering::Relaxed);
+        Some(WorkerLease {
+            worker: slot.worker.clone(),
+            in_flight: Arc::clone(&slot.in_flight),
+        })
+    }
+
     /// The stores that have at least one store-specific worker.
     pub fn stores(&self) -> impl Iterator<Item = &StoreId> {
         self.by_store.keys()
