@@ -497,7 +497,7 @@ impl Gater {
                 .subscriptions_routed(&store)
                 .await?
                 .iter()
-                .any(|i| i.matches(sub)))
+                .any(|i| i.matches_subscription(sub)))
         })
         .await
     }
@@ -515,7 +515,7 @@ impl Gater {
                     .subscriptions_routed(&store)
                     .await?
                     .iter()
-                    .any(|i| i.matches(sub)))
+                    .any(|i| i.matches_subscription(sub)))
             },
         )
         .await

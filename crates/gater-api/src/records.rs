@@ -414,7 +414,8 @@ pub struct SubscriptionInfo {
 }
 
 impl SubscriptionInfo {
-    pub(crate) fn matches(&self, s: &Subscription) -> bool {
+    /// Whether this entry is `s` (same type, selector and name).
+    pub fn matches_subscription(&self, s: &Subscription) -> bool {
         self.selector == s.selector && self.name == s.wire_name()
     }
 }
