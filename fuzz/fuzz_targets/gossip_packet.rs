@@ -34,7 +34,10 @@ fuzz_target!(|data: &[u8]| {
     // agree with the plain path.
     let datagram = packet::seal(&SECRET, [7; IV_LEN], &prefixed);
     if datagram.len() <= packet::MAX_DATAGRAM_LEN {
-        assert_eq!(packet::open(&SECRET, &datagram).as_deref(), Ok(&prefixed[..]));
+        assert_eq!(
+            packet::open(&SECRET, &datagram).as_deref(),
+            Ok(&prefixed[..])
+        );
         assert_eq!(sealed.read(&datagram), plain.read(&prefixed));
     }
     let _ = epmd::parse_names_reply(data);
