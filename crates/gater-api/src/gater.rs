@@ -940,6 +940,7 @@ impl Gater {
             };
             let pid = lease.worker().pid.clone();
             let node = lease.worker().node.clone();
+            c.sent_to(&node);
             let result = inner
                 .pool
                 .call(pid.clone(), request.clone(), inner.config.call_timeout)

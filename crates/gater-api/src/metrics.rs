@@ -2,7 +2,8 @@
 
 use crate::GaterError;
 use std::collections::BTreeMap;
-use std::sync::Mutex;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, RwLock};
 use std::sync::atomic::{AtomicU64, Ordering};
 
 #[derive(Default)]
@@ -17,11 +18,27 @@ pub(crate) struct Counters {
     pub(crate) duplicates_dropped: AtomicU64,
     pub(crate) gap_fills: AtomicU64,
     errors: Mutex<BTreeMap<&'static str, u64>>,
+    by_node: RwLock<HashMap<String, Arc<AtomicU64>>>,
 }
 
 impl Counters {
     pub(crate) fn inc(&self, c: &AtomicU64) {
         c.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Counts a call sent to a worker on `node`.
+    pub(crate) fn sent_to(&self, node: &str) {
+        if let Ok(m) = self.by_node.read()
+            && let Some(c) = m.get(node)
+        {
+            c.fetch_add(1, Ordering::Relaxed);
+            return;
+        }
+        if let Ok(mut m) = self.by_node.write() {
+            m.entry(node.to_owned())
+                .or_default()
+                .fetch_add(1, Ordering::Relaxed);
+        }
     }
 
     pub(crate) fn error(&self, e: &GaterError) {
@@ -47,6 +64,15 @@ impl Counters {
             duplicates_dropped: g(&self.duplicates_dropped),
             gap_fills: g(&self.gap_fills),
             subscription_topics: subscriptions as u64,
+            calls_by_node: self
+                .by_node
+                .read()
+                .map(|m| {
+                    m.iter()
+                        .map(|(n, c)| (n.clone(), c.load(Ordering::Relaxed)))
+                        .collect()
+                })
+                .unwrap_or_default(),
             errors: self.errors.lock().map(|m| m.clone()).unwrap_or_default(),
             pool,
         }
@@ -76,6 +102,8 @@ pub struct GaterMetrics {
     pub gap_fills: u64,
     /// Pub/sub topics with a local subscriber now.
     pub subscription_topics: u64,
+    /// Calls sent to workers, by node (retries included).
+    pub calls_by_node: BTreeMap<String, u64>,
     /// Errors returned, by [`GaterError::kind`].
     pub errors: BTreeMap<&'static str, u64>,
     /// The distribution pool's counters.
