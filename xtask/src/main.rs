@@ -1,8 +1,10 @@
 //! `cargo xtask <task>`: the project's tasks, so that CI is one command that works the
 //! same on a laptop and in CI.
 
+mod deploy_check;
 mod erlang;
 mod testbed;
+mod up;
 mod util;
 
 use anyhow::{Result, bail};
@@ -13,7 +15,8 @@ usage: cargo xtask <task> [args]
 
 tasks:
   ci                 everything CI checks: fmt, clippy, Erlang-side tests, every Rust test
-  up                 the main job: start the testbed cluster and run the examples against it
+  up                 the demo: testbed cluster + exesdb-gater daemon in the foreground (URL, dev token); Ctrl-C stops both
+  deploy-check       check the Docker, Compose, Swarm and Kubernetes files in dev-env/
   testbed <cmd>      the BEAM testbed: up | down | status | test | load (see `cargo xtask testbed help`)
   bench              run every benchmark
   erlang             make sure erl and erlc are installed (installs erlang-nox as root on Debian)
@@ -36,6 +39,7 @@ fn run(args: &[String]) -> Result<()> {
         "ci" => ci(rest),
         "up" => up(rest),
         "testbed" => testbed::main(rest),
+        "deploy-check" => deploy_check::main(),
         "bench" => bench(rest),
         "erlang" => erlang::ensure().map(|_| ()),
         "help" | "-h" | "--help" => {
@@ -62,6 +66,7 @@ fn ci(_args: &[String]) -> Result<()> {
         "warnings",
     ])?;
 
+    deploy_check::main()?;
     erlang::ensure()?;
     step("building and testing the BEAM testbed (erlc, EUnit)");
     testbed::build()?;
@@ -81,7 +86,7 @@ fn ci(_args: &[String]) -> Result<()> {
 fn up(args: &[String]) -> Result<()> {
     erlang::ensure()?;
     testbed::build()?;
-    testbed::up_demo(args)
+    up::main(args)
 }
 
 fn bench(args: &[String]) -> Result<()> {

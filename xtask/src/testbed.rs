@@ -77,7 +77,7 @@ fn ebin_dir() -> PathBuf {
     testbed_dir().join("ebin")
 }
 
-fn state_dir() -> PathBuf {
+pub(crate) fn state_dir() -> PathBuf {
     root().join(".testbed")
 }
 
@@ -262,7 +262,7 @@ fn wait_listening(port: u16) -> Result<()> {
 
 /// Options of `testbed up`.
 #[derive(Debug, Clone)]
-struct UpOptions {
+pub(crate) struct UpOptions {
     nodes: usize,
     stores: Vec<String>,
     workers: usize,
@@ -293,7 +293,7 @@ impl Default for UpOptions {
 }
 
 impl UpOptions {
-    fn parse(args: &[String]) -> Result<Self> {
+    pub(crate) fn parse(args: &[String]) -> Result<Self> {
         let mut o = Self::default();
         let mut it = args.iter();
         while let Some(flag) = it.next() {
@@ -341,14 +341,14 @@ impl UpOptions {
 
 /// A started cluster, as recorded in the state folder.
 #[derive(Debug, Default)]
-struct Cluster {
-    cookie: String,
-    epmd_port: u16,
+pub(crate) struct Cluster {
+    pub(crate) cookie: String,
+    pub(crate) epmd_port: u16,
     epmd_pid: Option<u32>,
     data_dir: PathBuf,
-    stores: Vec<String>,
+    pub(crate) stores: Vec<String>,
     /// (node name, OS pid)
-    nodes: Vec<(String, u32)>,
+    pub(crate) nodes: Vec<(String, u32)>,
     /// The state folder (pid file, node logs).
     dir: PathBuf,
 }
@@ -369,7 +369,7 @@ impl Cluster {
         std::fs::write(dir.join("state"), s).context("writing the testbed state")
     }
 
-    fn load(dir: &Path) -> Result<Option<Self>> {
+    pub(crate) fn load(dir: &Path) -> Result<Option<Self>> {
         let Ok(text) = std::fs::read_to_string(dir.join("state")) else {
             return Ok(None);
         };
@@ -397,7 +397,7 @@ impl Cluster {
         Ok(Some(c))
     }
 
-    fn print(&self) {
+    pub(crate) fn print(&self) {
         println!("testbed cluster is up");
         println!(
             "  nodes:    {}",
@@ -429,7 +429,7 @@ impl Cluster {
 
 /// Starts epmd (when none listens on the port) and the nodes, one after another.
 /// `detach`: own process group, so the nodes outlive this command and ignore its Ctrl-C.
-fn up(o: &UpOptions, dir: &Path, detach: bool) -> Result<Cluster> {
+pub(crate) fn up(o: &UpOptions, dir: &Path, detach: bool) -> Result<Cluster> {
     if let Some(c) = Cluster::load(dir)? {
         if c.nodes.iter().any(|(_, p)| alive(*p)) {
             bail!(
@@ -595,7 +595,7 @@ fn stop_pid(pid: u32, needle: &str) -> bool {
     true
 }
 
-fn stop_recorded(c: &Cluster) {
+pub(crate) fn stop_recorded(c: &Cluster) {
     for (name, pid) in c.nodes.iter().rev() {
         if stop_pid(*pid, name) {
             step(&format!("stopped {name} (pid {pid})"));
@@ -608,7 +608,7 @@ fn stop_recorded(c: &Cluster) {
     }
 }
 
-fn down(dir: &Path) -> Result<()> {
+pub(crate) fn down(dir: &Path) -> Result<()> {
     match Cluster::load(dir)? {
         None => println!("no testbed recorded in {}", dir.display()),
         Some(c) => {
