@@ -233,17 +233,17 @@ impl Gater {
         };
         let guarded = expected.and_then(ExpectedVersion::version).is_some();
         let retry = if guarded { Retry::Guarded } else { Retry::Once };
+        // Version checks run on the worker's own replica: send them to the leader. An
+        // unchecked append can go anywhere (every worker forwards writes to the leader).
+        let route = match expected {
+            None | Some(ExpectedVersion::Any) => Route::Any,
+            Some(_) => Route::Leader,
+        };
         self.note_write(&store, stream);
         let mut stale_retried = false;
         loop {
             let outcome = self
-                .call(
-                    Some(&store),
-                    Route::Leader,
-                    &request,
-                    "append_events",
-                    retry,
-                )
+                .call(Some(&store), route, &request, "append_events", retry)
                 .await;
             let (reply, worker_node, retried) = match outcome {
                 Ok(r) => r,
@@ -409,13 +409,33 @@ impl Gater {
             int(count as i64),
             direction.to_term(),
         ]);
-        let reply = self
-            .call_ok(Some(store), route, &request, "get_events")
-            .await?;
-        let list = reply
-            .as_list()
-            .ok_or_else(|| GaterError::Decode(format!("get_events: {reply}")))?;
-        list.iter().map(EventRecord::from_term).collect()
+        let (bytes, _, _) = self
+            .call_encoded(
+                Some(store),
+                route,
+                &request,
+                "get_events",
+                Retry::Idempotent,
+            )
+            .await
+            .map_err(CallFailure::into_error)?;
+        // Straight from the bytes into records: no intermediate term tree.
+        match gater_term::de::from_slice::<EventsReply>(&bytes) {
+            Ok(EventsReply::Ok(records)) => {
+                Ok(records.into_iter().map(EventRecord::from).collect())
+            }
+            Ok(EventsReply::Error(reason)) => Err(GaterError::Remote(reason.0)),
+            Err(_) => {
+                // Not the documented shape: read it as a term for a precise error.
+                let t = gater_term::decode(&bytes, &gater_term::DecodeLimits::default())
+                    .map_err(|e| GaterError::Decode(e.to_string()))?;
+                let list = t
+                    .tagged("ok", 2)
+                    .and_then(|v| v[0].as_list().map(|l| l.into_owned()))
+                    .ok_or_else(|| remote_error(t.clone()))?;
+                list.iter().map(EventRecord::from_term).collect()
+            }
+        }
     }
 
     /// The stream's version (`-1`: no such stream), from the leader.
@@ -911,6 +931,21 @@ impl Gater {
         op: &'static str,
         retry: Retry,
     ) -> Result<(Term, String, bool), CallFailure> {
+        let (bytes, node, retried) = self.call_encoded(store, route, request, op, retry).await?;
+        let reply = gater_term::decode(&bytes, &gater_term::DecodeLimits::default())
+            .map_err(|e| CallFailure::Final(GaterError::Decode(e.to_string())))?;
+        Ok((reply, node, retried))
+    }
+
+    /// [`Gater::call`] without decoding the reply.
+    pub(crate) async fn call_encoded(
+        &self,
+        store: Option<&StoreId>,
+        route: Route,
+        request: &Term,
+        op: &'static str,
+        retry: Retry,
+    ) -> Result<(Vec<u8>, String, bool), CallFailure> {
         let inner = &self.inner;
         let c = &inner.counters;
         c.inc(&c.calls);
@@ -943,7 +978,7 @@ impl Gater {
             c.sent_to(&node);
             let result = inner
                 .pool
-                .call(pid.clone(), request.clone(), inner.config.call_timeout)
+                .call_encoded(pid.clone(), request.clone(), inner.config.call_timeout)
                 .await;
             drop(lease);
             let err = match result {
@@ -1111,6 +1146,13 @@ impl Gater {
     }
 }
 
+#[derive(serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+enum EventsReply {
+    Ok(Vec<gater_term::records::EventRecord>),
+    Error(gater_term::raw::TermValue),
+}
+
 /// How a call failed: for good, or in a way that leaves the outcome unknown.
 pub(crate) enum CallFailure {
     Final(GaterError),
@@ -1131,7 +1173,7 @@ fn ack_request(store: &StoreId, name: &str, event: &EventRecord) -> Term {
         store_atom(store),
         bin(name),
         elixir::nil(),
-        event.raw.clone(),
+        event.to_term(),
     ])
 }
 

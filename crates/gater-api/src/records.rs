@@ -9,6 +9,7 @@ use time::OffsetDateTime;
 pub use gater_registry::StoreId;
 
 const NEW_EVENT: &str = "Elixir.ExESDB.Schema.NewEvent";
+const EVENT_RECORD: &str = "Elixir.ExESDB.Schema.EventRecord";
 
 /// What an append expects of the stream.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -191,8 +192,23 @@ pub struct EventRecord {
     pub created: OffsetDateTime,
     /// The same instant in microseconds since the Unix epoch.
     pub created_epoch: i64,
-    /// The record as received, for acks (sent back unchanged).
-    pub raw: Term,
+}
+
+impl From<gater_term::records::EventRecord> for EventRecord {
+    fn from(r: gater_term::records::EventRecord) -> Self {
+        EventRecord {
+            stream_id: r.event_stream_id,
+            event_number: r.event_number,
+            event_id: r.event_id,
+            event_type: r.event_type,
+            data_content_type: r.data_content_type,
+            metadata_content_type: r.metadata_content_type,
+            data: r.data.0,
+            metadata: r.metadata.0,
+            created: r.created.0,
+            created_epoch: r.created_epoch,
+        }
+    }
 }
 
 impl EventRecord {
@@ -224,8 +240,31 @@ impl EventRecord {
             created_epoch: i("created_epoch")
                 .unwrap_or_else(|_| (created.unix_timestamp_nanos() / 1000) as i64),
             created,
-            raw: t.clone(),
         })
+    }
+
+    /// The `'Elixir.ExESDB.Schema.EventRecord'` term (as ExESDB sends it, with
+    /// `__unknown_fields__: []`); what `ack_event` sends back.
+    pub fn to_term(&self) -> Term {
+        elixir::struct_term(
+            EVENT_RECORD,
+            [
+                ("__unknown_fields__", list(vec![])),
+                (
+                    "event_stream_id",
+                    binary(self.stream_id.as_bytes().to_vec()),
+                ),
+                ("event_number", int(self.event_number)),
+                ("event_id", binary(self.event_id.as_bytes().to_vec())),
+                ("event_type", binary(self.event_type.as_bytes().to_vec())),
+                ("data_content_type", int(self.data_content_type)),
+                ("metadata_content_type", int(self.metadata_content_type)),
+                ("data", self.data.clone()),
+                ("metadata", self.metadata.clone()),
+                ("created", elixir::datetime_to_term(self.created)),
+                ("created_epoch", int(self.created_epoch)),
+            ],
+        )
     }
 
     /// The data as JSON (see `docs/json-mapping.md`).
@@ -523,6 +562,27 @@ mod tests {
         );
         assert!(t.get("__unknown_fields__").is_some());
         assert!(t.get("metadata").is_some_and(elixir::is_nil));
+    }
+
+    #[test]
+    fn event_records_round_trip_through_their_term() {
+        let Some(dir) = gater_testkit::vectors::vectors_subdir("exesdb-real") else {
+            return;
+        };
+        let bytes = std::fs::read(dir.join("13_get_events_forward.reply.etf")).expect("vector");
+        let t = gater_term::decode(&bytes, &gater_term::DecodeLimits::default()).expect("decodes");
+        let list = t
+            .tagged("ok", 2)
+            .and_then(|v| v[0].as_list().map(|l| l.into_owned()))
+            .expect("{ok, List}");
+        assert!(!list.is_empty());
+        for r in list.iter() {
+            let rec = EventRecord::from_term(r).expect("record");
+            assert_eq!(&rec.to_term(), r);
+            let typed: gater_term::records::EventRecord =
+                gater_term::from_term(r).expect("serde path");
+            assert_eq!(EventRecord::from(typed), rec);
+        }
     }
 
     #[test]

@@ -33,7 +33,10 @@ async fn leader_killed_under_mixed_load_loses_and_duplicates_no_acknowledged_app
                 while !stop.load(Ordering::Relaxed) {
                     let e = ev(i);
                     i += 1;
-                    match g.append_events_expected(STORE, &stream, expected, vec![e.clone()]).await {
+                    match g
+                        .append_events_expected(STORE, &stream, expected, vec![e.clone()])
+                        .await
+                    {
                         Ok(v) => {
                             acked.push((e.event_id, v));
                             expected = ExpectedVersion::Exact(v);
@@ -45,7 +48,11 @@ async fn leader_killed_under_mixed_load_loses_and_duplicates_no_acknowledged_app
                             // Outcome unknown: learn where the stream is and go on.
                             unknown += 1;
                             if let Ok(v) = g.get_version(STORE, &stream).await {
-                                expected = if v < 0 { ExpectedVersion::NoStream } else { ExpectedVersion::Exact(v) };
+                                expected = if v < 0 {
+                                    ExpectedVersion::NoStream
+                                } else {
+                                    ExpectedVersion::Exact(v)
+                                };
                             }
                         }
                     }
@@ -56,12 +63,20 @@ async fn leader_killed_under_mixed_load_loses_and_duplicates_no_acknowledged_app
         .collect();
     let readers: Vec<_> = (0..4)
         .map(|r| {
-            let (g, stop, ok, after, killed) =
-                (g.clone(), stop.clone(), read_ok.clone(), reads_after_kill.clone(), killed.clone());
+            let (g, stop, ok, after, killed) = (
+                g.clone(),
+                stop.clone(),
+                read_ok.clone(),
+                reads_after_kill.clone(),
+                killed.clone(),
+            );
             tokio::spawn(async move {
                 let mut failures = Vec::new();
                 while !stop.load(Ordering::Relaxed) {
-                    match g.get_events(STORE, &format!("kill-{r}"), 0, 20, Direction::Forward).await {
+                    match g
+                        .get_events(STORE, &format!("kill-{r}"), 0, 20, Direction::Forward)
+                        .await
+                    {
                         Ok(_) => {
                             ok.fetch_add(1, Ordering::Relaxed);
                             if killed.load(Ordering::Relaxed) {
@@ -82,18 +97,30 @@ async fn leader_killed_under_mixed_load_loses_and_duplicates_no_acknowledged_app
     let t0 = Instant::now();
     {
         let tb = tb.clone();
-        tokio::task::spawn_blocking(move || tb.kill_node(victim)).await.expect("kill");
+        tokio::task::spawn_blocking(move || tb.kill_node(victim))
+            .await
+            .expect("kill");
     }
     killed.store(true, Ordering::Relaxed);
     // The registry forgets the dead node's workers within a second.
     let forgotten = loop {
-        if g.registry().workers(&STORE.into()).iter().all(|w| w.node != dead) {
+        if g.registry()
+            .workers(&STORE.into())
+            .iter()
+            .all(|w| w.node != dead)
+        {
             break t0.elapsed();
         }
-        assert!(t0.elapsed() < Duration::from_secs(5), "dead workers still listed");
+        assert!(
+            t0.elapsed() < Duration::from_secs(5),
+            "dead workers still listed"
+        );
         tokio::time::sleep(Duration::from_millis(5)).await;
     };
-    assert!(forgotten < Duration::from_secs(1), "forgot after {forgotten:?}");
+    assert!(
+        forgotten < Duration::from_secs(1),
+        "forgot after {forgotten:?}"
+    );
 
     tokio::time::sleep(Duration::from_secs(7)).await; // load phase after the kill
     stop.store(true, Ordering::Relaxed);
@@ -111,7 +138,10 @@ async fn leader_killed_under_mixed_load_loses_and_duplicates_no_acknowledged_app
         let failures = bounded(r, 30).await.expect("reader");
         assert!(failures.is_empty(), "reads failed: {failures:?}");
     }
-    assert!(reads_after_kill.load(Ordering::Relaxed) > 10, "reads stopped after the kill");
+    assert!(
+        reads_after_kill.load(Ordering::Relaxed) > 10,
+        "reads stopped after the kill"
+    );
 
     // Every acknowledged append is in every survivor's log exactly once, at its version.
     let survivor = (victim + 1) % 3;
@@ -126,7 +156,12 @@ async fn leader_killed_under_mixed_load_loses_and_duplicates_no_acknowledged_app
         .map(|e| (e.event_id.as_str(), (e.stream.as_str(), e.number)))
         .collect();
     for (id, (stream, v)) in &acked_all {
-        assert_eq!(seen.get(id.as_str()), Some(&1), "acked {id} stored {:?} times", seen.get(id.as_str()));
+        assert_eq!(
+            seen.get(id.as_str()),
+            Some(&1),
+            "acked {id} stored {:?} times",
+            seen.get(id.as_str())
+        );
         assert_eq!(by_id.get(id.as_str()), Some(&(stream.as_str(), *v)));
     }
     let dups: HashSet<_> = seen.iter().filter(|(_, n)| **n > 1).collect();
@@ -150,14 +185,23 @@ async fn calls_back_off_while_no_worker_is_registered_and_go_through_when_worker
         )
         .expect("unregister");
     }
-    let g = bounded(Gater::connect(config(&tb)), 20).await.expect("connect");
+    let g = bounded(Gater::connect(config(&tb)), 20)
+        .await
+        .expect("connect");
     assert!(g.registry().workers(&STORE.into()).is_empty());
 
     // A short schedule gives up with NoWorkers.
     let mut short = config(&tb);
-    short.no_workers = NoWorkersBackoff { base: Duration::from_millis(10), cap: Duration::from_millis(20), attempts: 3 };
+    short.no_workers = NoWorkersBackoff {
+        base: Duration::from_millis(10),
+        cap: Duration::from_millis(20),
+        attempts: 3,
+    };
     let quick = bounded(Gater::connect(short), 20).await.expect("connect");
-    assert!(matches!(quick.get_version(STORE, "s").await, Err(GaterError::NoWorkers { .. })));
+    assert!(matches!(
+        quick.get_version(STORE, "s").await,
+        Err(GaterError::NoWorkers { .. })
+    ));
 
     // The default schedule keeps waiting...
     let pending = {
@@ -174,7 +218,10 @@ async fn calls_back_off_while_no_worker_is_registered_and_go_through_when_worker
         )
         .expect("register");
     }
-    let v = bounded(pending, 20).await.expect("task").expect("append after workers appeared");
+    let v = bounded(pending, 20)
+        .await
+        .expect("task")
+        .expect("append after workers appeared");
     assert_eq!(v, 0);
     assert_eq!(g.get_version(STORE, "late").await.expect("version"), 0);
 }
@@ -186,7 +233,10 @@ async fn subscription_survives_the_death_of_its_emitting_node_without_gap_or_dup
     let stream = "sub-kill";
     let total = 120usize;
     let mut sub = bounded(
-        g.subscribe(Subscription::transient(STORE, Selector::Stream(stream.into()))),
+        g.subscribe(Subscription::transient(
+            STORE,
+            Selector::Stream(stream.into()),
+        )),
         15,
     )
     .await
@@ -198,14 +248,21 @@ async fn subscription_survives_the_death_of_its_emitting_node_without_gap_or_dup
             let mut expected = ExpectedVersion::NoStream;
             let mut i = 0;
             while i < total {
-                match g.append_events_expected(STORE, stream, expected, vec![ev(i)]).await {
+                match g
+                    .append_events_expected(STORE, stream, expected, vec![ev(i)])
+                    .await
+                {
                     Ok(v) => {
                         expected = ExpectedVersion::Exact(v);
                         i = v as usize + 1;
                     }
                     Err(_) => {
                         if let Ok(v) = g.get_version(STORE, stream).await {
-                            expected = if v < 0 { ExpectedVersion::NoStream } else { ExpectedVersion::Exact(v) };
+                            expected = if v < 0 {
+                                ExpectedVersion::NoStream
+                            } else {
+                                ExpectedVersion::Exact(v)
+                            };
                             i = (v + 1) as usize;
                         }
                     }
@@ -226,7 +283,9 @@ async fn subscription_survives_the_death_of_its_emitting_node_without_gap_or_dup
             killed = true;
             let victim = tb.leader_index(STORE).expect("leader").expect("a leader");
             let tb = tb.clone();
-            tokio::task::spawn_blocking(move || tb.kill_node(victim)).await.expect("kill");
+            tokio::task::spawn_blocking(move || tb.kill_node(victim))
+                .await
+                .expect("kill");
         }
     }
     bounded(writer, 30).await.expect("writer");

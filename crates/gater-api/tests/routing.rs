@@ -18,7 +18,10 @@ async fn with_replica_lag_one_writer_per_stream_gets_no_spurious_rejection() {
             let mut expected = ExpectedVersion::NoStream;
             let mut rejections = 0;
             for i in 0..25 {
-                match g.append_events_expected(STORE, &stream, expected, vec![ev(i)]).await {
+                match g
+                    .append_events_expected(STORE, &stream, expected, vec![ev(i)])
+                    .await
+                {
                     Ok(v) => expected = ExpectedVersion::Exact(v),
                     Err(GaterError::WrongExpectedVersion { .. }) => rejections += 1,
                     Err(e) => panic!("append failed: {e}"),
@@ -43,10 +46,15 @@ async fn with_replica_lag_one_writer_per_stream_gets_no_spurious_rejection() {
     assert_eq!(m.stale_retries, 0, "{m:?}");
     let leader = tb.leader_index(STORE).expect("leader").expect("a leader");
     let follower = (leader + 1) % 3;
-    let out = tb.append(leader, STORE, "lag-probe", &["p-1"]).expect("append");
+    let out = tb
+        .append(leader, STORE, "lag-probe", &["p-1"])
+        .expect("append");
     assert_eq!(out, "{ok,0}");
     let stale = tb
-        .eval(follower, "testbed_store:local_version(reg_gh, <<\"lag-probe\">>)")
+        .eval(
+            follower,
+            "testbed_store:local_version(reg_gh, <<\"lag-probe\">>)",
+        )
         .expect("eval");
     assert_eq!(stale, "-1", "the testbed's follower should lag");
 }
@@ -55,7 +63,9 @@ async fn with_replica_lag_one_writer_per_stream_gets_no_spurious_rejection() {
 async fn reads_spread_evenly_across_every_nodes_workers() {
     let tb = testbed("apispread", 0);
     let g = gater(&tb).await;
-    g.append_events(STORE, "spread", vec![ev(0), ev(1)]).await.expect("append");
+    g.append_events(STORE, "spread", vec![ev(0), ev(1)])
+        .await
+        .expect("append");
     let base = g.metrics().calls_by_node;
     let readers = (0..16).map(|_| {
         let g = g.clone();

@@ -338,6 +338,35 @@ impl Pool {
         timeout: Duration,
         rpc: bool,
     ) -> Result<Term, CallError> {
+        let reply = self.call_reply(target, request, timeout, rpc).await?;
+        self.finish_call(reply, rpc)
+    }
+
+    /// As [`Pool::call`], but hands back the reply as undecoded external term format
+    /// bytes (what [`gater_term::decode`] reads), so the caller can decode it straight
+    /// into its own types (gater-term's serde path) with its own limits.
+    pub async fn call_encoded(
+        &self,
+        target: impl Into<Target>,
+        request: Term,
+        timeout: Duration,
+    ) -> Result<Vec<u8>, CallError> {
+        match self
+            .call_reply(&target.into(), request, timeout, false)
+            .await?
+        {
+            Reply::Encoded(bytes) => Ok(bytes),
+            Reply::Decoded(t) => Ok(gater_term::encode(&t)),
+        }
+    }
+
+    async fn call_reply(
+        &self,
+        target: &Target,
+        request: Term,
+        timeout: Duration,
+        rpc: bool,
+    ) -> Result<Reply, CallError> {
         let node = target.node();
         let conn = self.handle_or_err(node)?;
         Metrics::add(&self.inner.metrics.calls, 1);
@@ -399,6 +428,10 @@ impl Pool {
         }
         .instrument(span)
         .await?;
+        Ok(reply)
+    }
+
+    fn finish_call(&self, reply: Reply, rpc: bool) -> Result<Term, CallError> {
         // Decoding happens here, on the caller's task, with the pool's limits.
         let term = match reply {
             Reply::Decoded(t) => Ok(t),

@@ -31,7 +31,9 @@ pub fn config(tb: &Testbed) -> GaterConfig {
 }
 
 pub async fn gater(tb: &Testbed) -> Gater {
-    let g = bounded(Gater::connect(config(tb)), 20).await.expect("gater connects");
+    let g = bounded(Gater::connect(config(tb)), 20)
+        .await
+        .expect("gater connects");
     // Every node's workers and the leader known before the test starts.
     let nodes = tb.node_names();
     eventually(10, || {
@@ -57,7 +59,10 @@ pub async fn bounded<F: Future>(f: F, secs: u64) -> F::Output {
 pub async fn eventually(secs: u64, mut cond: impl FnMut() -> bool) {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(secs);
     while !cond() {
-        assert!(tokio::time::Instant::now() < deadline, "condition not met within {secs} s");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "condition not met within {secs} s"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
