@@ -222,12 +222,18 @@ async fn member(shared: Arc<Shared>, pool: Pool, node: String) {
     let ops_pid = ops.pid().clone();
     let discover = tuple(vec![atom("discover"), Term::from(our_scope.clone())]);
     if pool
-        .send(Target::name(SCOPE, &node), discover)
+        .send(Target::name(SCOPE, &node), discover.clone())
         .await
         .is_err()
     {
         return;
     }
+    // A node that is still booting may not run its scope yet (the discover is dropped):
+    // repeat it until the scope answers.
+    let mut synced = false;
+    let mut retry_in = Duration::from_millis(200);
+    let retry = tokio::time::sleep(retry_in);
+    tokio::pin!(retry);
     let sync = tuple(vec![
         atom("$gen_cast"),
         tuple(vec![
@@ -249,6 +255,14 @@ async fn member(shared: Arc<Shared>, pool: Pool, node: String) {
         let (msg, from_ops) = tokio::select! {
             m = scope.recv() => (m, false),
             m = ops.recv() => (m, true),
+            _ = &mut retry, if !synced => {
+                if pool.send(Target::name(SCOPE, &node), discover.clone()).await.is_err() {
+                    break;
+                }
+                retry_in = (retry_in * 2).min(Duration::from_secs(2));
+                retry.as_mut().reset(tokio::time::Instant::now() + retry_in);
+                continue;
+            }
         };
         let Some(msg) = msg else { break };
         let Some(elems) = msg.as_tuple() else {
@@ -258,6 +272,7 @@ async fn member(shared: Arc<Shared>, pool: Pool, node: String) {
             [tag, their] if tag.is_atom("discover") => {
                 if let Some(their) = their.as_pid() {
                     let _ = pool.send(their.clone(), sync.clone()).await;
+                    synced = true;
                     if let Ok(mut s) = shared.synced.lock() {
                         s.insert(node.clone());
                     }
