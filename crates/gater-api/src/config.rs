@@ -73,6 +73,12 @@ pub struct GaterConfig {
     pub ops_pubsub: String,
     /// Events buffered per subscription before back-pressure (default 1024).
     pub subscription_buffer: usize,
+    /// Appends in flight per store at once (default 0: no limit). ExESDB commits a
+    /// store's writes one after another on its leader and each gateway worker serves one
+    /// request at a time, so more appends in flight only queue up in worker mailboxes
+    /// (and, on a CPU-bound cluster, cost throughput); the rest wait here, within their
+    /// `call_timeout`, in arrival order.
+    pub max_concurrent_appends: usize,
 }
 
 impl GaterConfig {
@@ -94,6 +100,7 @@ impl GaterConfig {
             read_your_writes: Duration::from_secs(5),
             ops_pubsub: "ex_esdb_pubsub".into(),
             subscription_buffer: 1024,
+            max_concurrent_appends: 0,
         }
     }
 

@@ -39,8 +39,9 @@ pub(crate) struct Inner {
     pub(crate) pool: Pool,
     pub(crate) registry: Registry,
     stores: RwLock<StoreCache>,
-    store_refresh: tokio::sync::Mutex<()>,
+    store_refresh: Arc<tokio::sync::Mutex<()>>,
     recent_writes: Mutex<HashMap<(String, String), Instant>>,
+    append_permits: RwLock<HashMap<String, Arc<tokio::sync::Semaphore>>>,
     pub(crate) pubsub: PubSub,
     pub(crate) counters: Counters,
     tasks: Mutex<Vec<tokio::task::JoinHandle<()>>>,
@@ -107,8 +108,9 @@ impl Gater {
             pool: pool.clone(),
             registry: registry.clone(),
             stores: RwLock::new(StoreCache::default()),
-            store_refresh: tokio::sync::Mutex::new(()),
+            store_refresh: Arc::new(tokio::sync::Mutex::new(())),
             recent_writes: Mutex::new(HashMap::new()),
+            append_permits: RwLock::new(HashMap::new()),
             counters: Counters::default(),
             tasks: Mutex::new(Vec::new()),
             config,
@@ -240,6 +242,7 @@ impl Gater {
             Some(_) => Route::Leader,
         };
         self.note_write(&store, stream);
+        let _permit = self.append_permit(&store).await?;
         let mut stale_retried = false;
         loop {
             let outcome = self
@@ -339,6 +342,43 @@ impl Gater {
             .all(|(r, e)| r.event_id == e.event_id)
             .then(|| ours.last().map(|r| r.event_number))
             .flatten()
+    }
+
+    /// Waits for one of the store's append slots (see
+    /// [`GaterConfig::max_concurrent_appends`]), within the call time-out.
+    async fn append_permit(
+        &self,
+        store: &StoreId,
+    ) -> Result<Option<tokio::sync::OwnedSemaphorePermit>, GaterError> {
+        let limit = self.inner.config.max_concurrent_appends;
+        if limit == 0 {
+            return Ok(None);
+        }
+        let existing = self
+            .inner
+            .append_permits
+            .read()
+            .ok()
+            .and_then(|m| m.get(store.as_str()).cloned());
+        let sem = match existing {
+            Some(s) => s,
+            None => {
+                let mut m = self
+                    .inner
+                    .append_permits
+                    .write()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner);
+                m.entry(store.0.clone())
+                    .or_insert_with(|| Arc::new(tokio::sync::Semaphore::new(limit)))
+                    .clone()
+            }
+        };
+        match tokio::time::timeout(self.inner.config.call_timeout, sem.acquire_owned()).await {
+            Ok(Ok(p)) => Ok(Some(p)),
+            _ => Err(GaterError::Timeout {
+                operation: "append_events",
+            }),
+        }
     }
 
     fn note_write(&self, store: &StoreId, stream: &str) {
@@ -863,6 +903,17 @@ impl Gater {
             Err(_) => (false, false, None),
         };
         if known && fresh {
+            return Ok(());
+        }
+        if known {
+            // Known but due for a refresh: answer now, refresh in the background.
+            if let Ok(guard) = Arc::clone(&self.inner.store_refresh).try_lock_owned() {
+                let this = self.clone();
+                tokio::spawn(async move {
+                    let _guard = guard;
+                    let _ = this.fetch_stores().await;
+                });
+            }
             return Ok(());
         }
         if !known && age.is_some_and(|a| a < Duration::from_secs(1)) {
