@@ -462,9 +462,10 @@ fn nonzero<T: std::str::FromStr + PartialEq + Default>(
     }
 }
 
-/// Accepts Elixir's levels (`debug`, `info`, `warning`, `error`, ...) and tracing filters.
+/// Accepts Elixir's levels (`debug`, `info`, `warning`, `error`, ...) and tracing
+/// filters made of them (`cluster=debug,info`).
 fn check_log_level(v: &str) -> Result<(), String> {
-    let simple = [
+    const LEVELS: [&str; 12] = [
         "trace",
         "debug",
         "info",
@@ -478,25 +479,44 @@ fn check_log_level(v: &str) -> Result<(), String> {
         "off",
         "none",
     ];
-    if simple.contains(&v.trim().to_ascii_lowercase().as_str()) {
-        return Ok(());
+    let ok = v.split(',').all(|d| {
+        let level = d.rsplit_once('=').map_or(
+            d,
+            |(target, level)| {
+                if target.trim().is_empty() { "" } else { level }
+            },
+        );
+        LEVELS.contains(&level.trim().to_ascii_lowercase().as_str())
+    });
+    if ok {
+        Ok(())
+    } else {
+        Err("debug, info, warning or error (or a filter such as cluster=debug,info)".into())
     }
-    tracing_subscriber::EnvFilter::try_new(v)
-        .map(|_| ())
-        .map_err(|_| {
-            "debug, info, warning or error (or a tracing filter such as api=debug,info)".into()
-        })
 }
 
 /// Maps `LOG_LEVEL` onto a tracing filter.
 pub fn log_filter(v: &str) -> String {
-    match v.trim().to_ascii_lowercase().as_str() {
-        "warning" => "warn".into(),
-        "notice" => "info".into(),
-        "critical" | "alert" | "emergency" => "error".into(),
-        "none" => "off".into(),
-        _ => v.trim().to_owned(),
-    }
+    v.split(',')
+        .map(|d| {
+            let (target, level) = match d.rsplit_once('=') {
+                Some((t, l)) => (Some(t.trim()), l),
+                None => (None, d),
+            };
+            let level = match level.trim().to_ascii_lowercase().as_str() {
+                "warning" => "warn".to_owned(),
+                "notice" => "info".to_owned(),
+                "critical" | "alert" | "emergency" => "error".to_owned(),
+                "none" => "off".to_owned(),
+                other => other.to_owned(),
+            };
+            match target {
+                Some(t) => format!("{t}={level}"),
+                None => level,
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(",")
 }
 
 #[cfg(test)]
@@ -517,7 +537,8 @@ mod tests {
 
     #[test]
     fn missing_cookie_names_the_setting() {
-        let e = DaemonConfig::from_layers(&layers(&[], &[], None).unwrap_or_default()).unwrap_err();
+        let e = DaemonConfig::from_layers(&layers(&[], &[], None).unwrap_or_default())
+            .expect_err("refused");
         assert!(
             e.to_string().starts_with("EX_ESDB_COOKIE is not set"),
             "{e}"
@@ -555,7 +576,9 @@ mod tests {
             None,
         )
         .expect("layers");
-        let e = DaemonConfig::from_layers(&l).unwrap_err().to_string();
+        let e = DaemonConfig::from_layers(&l)
+            .expect_err("refused")
+            .to_string();
         assert!(e.starts_with("EX_ESDB_GATER_LISTEN=\"nope\""), "{e}");
 
         let l = layers(
@@ -567,7 +590,9 @@ mod tests {
             None,
         )
         .expect("layers");
-        let e = DaemonConfig::from_layers(&l).unwrap_err().to_string();
+        let e = DaemonConfig::from_layers(&l)
+            .expect_err("refused")
+            .to_string();
         assert!(
             e.contains("EX_ESDB_GATER_AUTH_SECRET") && !e.contains("short-secret"),
             "{e}"
@@ -581,7 +606,7 @@ mod tests {
         .expect("layers");
         assert!(
             DaemonConfig::from_layers(&l)
-                .unwrap_err()
+                .expect_err("refused")
                 .to_string()
                 .contains("both set")
         );
@@ -592,12 +617,14 @@ mod tests {
             None,
         )
         .expect("layers");
-        let e = DaemonConfig::from_layers(&l).unwrap_err().to_string();
+        let e = DaemonConfig::from_layers(&l)
+            .expect_err("refused")
+            .to_string();
         assert!(e.contains("EX_ESDB_CLUSTER_PORT"), "{e}");
 
         assert!(
             layers(&[], &[], Some("bogus_key = 1"))
-                .unwrap_err()
+                .expect_err("refused")
                 .to_string()
                 .contains("bogus_key")
         );

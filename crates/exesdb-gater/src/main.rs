@@ -35,7 +35,7 @@ struct Cli {
 #[derive(Debug, Subcommand)]
 enum Cmd {
     /// Run the daemon (the default).
-    Run(RunArgs),
+    Run(Box<RunArgs>),
     /// Bearer tokens.
     Token {
         #[command(subcommand)]
@@ -197,7 +197,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.cmd {
         None => run_daemon(cli.run),
-        Some(Cmd::Run(args)) => run_daemon(args),
+        Some(Cmd::Run(args)) => run_daemon(*args),
         Some(Cmd::Token { cmd }) => issue_token(cmd),
         Some(Cmd::Probe { url }) => probe(&url),
         Some(Cmd::Client(cmd)) => runtime().and_then(|rt| {
@@ -347,7 +347,12 @@ async fn daemon(cfg: DaemonConfig) -> Result<(), String> {
         .await
         .map_err(|e| e.to_string())?;
     tracing::info!(target: "cluster", node = gater.node_name(), "joined as a hidden node");
+    // Subscribe first, then report the nodes connected during start-up (their Up events
+    // were sent before anyone listened), as the Elixir ClusterMonitor logs node-ups.
     let mut events = gater.pool().subscribe();
+    for n in gater.cluster_status().nodes.iter().filter(|n| n.connected) {
+        tracing::info!(target: "cluster", node = %n.node, "node up");
+    }
     tokio::spawn(async move {
         loop {
             match events.recv().await {
