@@ -1,1 +1,398 @@
-fn main() {}
+//! HTTP append and read requests/s and p99 at 64 concurrent connections, beside the same
+//! operations through gater-api directly, against a 3-node testbed; then the gateway's
+//! RSS idle and with 1000 open SSE subscriptions.
+//!
+//! `cargo bench -p gater-http --bench http_vs_api` runs it (`GATER_BENCH_SECS`, default 4,
+//! per point, in two halves in A B B A order). Without `--bench` (as `cargo test
+//! --all-targets` runs it) it only checks that it starts.
+//!
+//! The RSS figures are of a child process that runs only what the daemon runs (a Gater and
+//! the HTTP API): this binary re-executed with `--serve`.
+
+use std::io::{BufRead, BufReader};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use gater_api::{Direction, Gater, GaterConfig, NewEvent};
+use gater_http::{HttpApi, Limits};
+use gater_testkit::testbed::{Testbed, TestbedConfig};
+use serde_json::json;
+
+const STORE: &str = "reg_gh";
+const CONC: usize = 64;
+
+#[derive(Debug, Clone, Copy, Default)]
+struct Point {
+    calls: u64,
+    errors: u64,
+    per_s: f64,
+    p99_us: u64,
+}
+
+fn point(mut lat: Vec<u32>, errors: u64, secs: f64) -> Point {
+    lat.sort_unstable();
+    let p99 = if lat.is_empty() {
+        0
+    } else {
+        lat[((lat.len() as f64 * 0.99) as usize).min(lat.len() - 1)]
+    };
+    Point {
+        calls: lat.len() as u64,
+        errors,
+        per_s: lat.len() as f64 / secs,
+        p99_us: u64::from(p99),
+    }
+}
+
+fn merge(a: Point, b: Point) -> Point {
+    Point {
+        calls: a.calls + b.calls,
+        errors: a.errors + b.errors,
+        per_s: (a.per_s + b.per_s) / 2.0,
+        p99_us: a.p99_us.max(b.p99_us),
+    }
+}
+
+/// Runs `op(worker, i)` from CONC tasks for `secs`; latencies in µs of the successful ones.
+async fn drive<F, Fut>(secs: f64, op: F) -> Point
+where
+    F: Fn(usize, u64) -> Fut + Send + Sync + 'static,
+    Fut: std::future::Future<Output = bool> + Send,
+{
+    let op = Arc::new(op);
+    let stop = Arc::new(AtomicBool::new(false));
+    let errors = Arc::new(AtomicU64::new(0));
+    let tasks: Vec<_> = (0..CONC)
+        .map(|w| {
+            let (op, stop, errors) = (op.clone(), stop.clone(), errors.clone());
+            tokio::spawn(async move {
+                let mut lat = Vec::with_capacity(4096);
+                let mut i = 0u64;
+                while !stop.load(Ordering::Relaxed) {
+                    let t = Instant::now();
+                    if op(w, i).await {
+                        lat.push(t.elapsed().as_micros().min(u128::from(u32::MAX)) as u32);
+                    } else {
+                        errors.fetch_add(1, Ordering::Relaxed);
+                    }
+                    i += 1;
+                }
+                lat
+            })
+        })
+        .collect();
+    let started = Instant::now();
+    tokio::time::sleep(Duration::from_secs_f64(secs)).await; // the measurement window
+    stop.store(true, Ordering::Relaxed);
+    let mut all = Vec::new();
+    for t in tasks {
+        all.extend(t.await.unwrap_or_default());
+    }
+    point(
+        all,
+        errors.load(Ordering::Relaxed),
+        started.elapsed().as_secs_f64(),
+    )
+}
+
+fn config(tb: &Testbed) -> GaterConfig {
+    GaterConfig::new(tb.cookie())
+        .nodes(tb.node_names())
+        .epmd_port(tb.epmd_port())
+}
+
+async fn ready(g: &Gater, nodes: usize) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !g
+        .cluster_status()
+        .stores
+        .iter()
+        .any(|s| s.store.as_str() == STORE && s.leader.is_some() && s.workers.len() == nodes)
+    {
+        assert!(Instant::now() < deadline, "workers not known");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+fn rss_kb(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines().find_map(|l| {
+                l.strip_prefix("VmRSS:")
+                    .map(|v| v.trim().trim_end_matches("kB").trim().parse().unwrap_or(0))
+            })
+        })
+        .unwrap_or(0)
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    if args.iter().any(|a| a == "--serve") {
+        serve_child(&args);
+        return;
+    }
+    if !args.iter().any(|a| a == "--bench") {
+        println!(
+            "http_vs_api: smoke run only (use `cargo bench -p gater-http --bench http_vs_api`)"
+        );
+        return;
+    }
+    let secs: f64 = std::env::var("GATER_BENCH_SECS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(4.0);
+    let tb = Testbed::start(TestbedConfig {
+        name_prefix: "httpbench".into(),
+        ..TestbedConfig::default()
+    })
+    .expect("testbed");
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("rt");
+    rt.block_on(throughput(&tb, secs));
+    memory(&tb);
+}
+
+async fn throughput(tb: &Testbed, secs: f64) {
+    let g = Gater::connect(config(tb)).await.expect("connect");
+    ready(&g, tb.node_names().len()).await;
+    let api = HttpApi::new(g.clone()).limits(Limits::default());
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let base = format!("http://{}", listener.local_addr().expect("addr"));
+    let api = Arc::new(api);
+    let a = api.clone();
+    tokio::spawn(async move {
+        a.serve(
+            listener,
+            None,
+            Duration::from_secs(1),
+            std::future::pending(),
+        )
+        .await
+    });
+    let http = reqwest::Client::builder()
+        .pool_max_idle_per_host(CONC)
+        .build()
+        .expect("client");
+
+    // A stream of 10 events to read.
+    let ten: Vec<NewEvent> = (0..10)
+        .map(|i| NewEvent::json("Bench", json!({ "i": i })))
+        .collect();
+    g.append_events(STORE, "bench-read", ten)
+        .await
+        .expect("seed");
+
+    let api_append = |g: Gater| {
+        move |w: usize, i: u64| {
+            let g = g.clone();
+            async move {
+                g.append_events(
+                    STORE,
+                    &format!("api-{w}"),
+                    vec![NewEvent::json("Bench", json!({ "i": i }))],
+                )
+                .await
+                .is_ok()
+            }
+        }
+    };
+    let http_append = |c: reqwest::Client, base: String| {
+        move |w: usize, i: u64| {
+            let (c, url) = (
+                c.clone(),
+                format!("{base}/v1/stores/{STORE}/streams/http-{w}/events"),
+            );
+            async move {
+                c.post(url)
+                    .json(&json!({"events": [{"event_type": "Bench", "data": {"i": i}}]}))
+                    .send()
+                    .await
+                    .is_ok_and(|r| r.status().is_success())
+            }
+        }
+    };
+    let api_read = |g: Gater| {
+        move |_: usize, _: u64| {
+            let g = g.clone();
+            async move {
+                g.get_events(STORE, "bench-read", 0, 10, Direction::Forward)
+                    .await
+                    .is_ok_and(|e| e.len() == 10)
+            }
+        }
+    };
+    let http_read = |c: reqwest::Client, base: String| {
+        move |_: usize, _: u64| {
+            let (c, url) = (
+                c.clone(),
+                format!("{base}/v1/stores/{STORE}/streams/bench-read/events?count=10"),
+            );
+            async move {
+                match c.get(url).send().await {
+                    Ok(r) if r.status().is_success() => r.bytes().await.is_ok(),
+                    _ => false,
+                }
+            }
+        }
+    };
+
+    let half = secs / 2.0;
+    println!(
+        "op      side  calls   errors  req/s     p99_ms   (64 concurrent, {secs} s per side, A B B A)"
+    );
+    for op in ["append", "read"] {
+        let (mut a, mut h) = (Point::default(), Point::default());
+        for round in 0..2 {
+            let order: [bool; 2] = if round == 0 {
+                [true, false]
+            } else {
+                [false, true]
+            };
+            for is_api in order {
+                let p = match (op, is_api) {
+                    ("append", true) => drive(half, api_append(g.clone())).await,
+                    ("append", false) => drive(half, http_append(http.clone(), base.clone())).await,
+                    (_, true) => drive(half, api_read(g.clone())).await,
+                    (_, false) => drive(half, http_read(http.clone(), base.clone())).await,
+                };
+                if is_api {
+                    a = if round == 0 { p } else { merge(a, p) };
+                } else {
+                    h = if round == 0 { p } else { merge(h, p) };
+                }
+            }
+        }
+        for (side, p) in [("api", a), ("http", h)] {
+            println!(
+                "{op:<7} {side:<5} {:<7} {:<7} {:<9.0} {:.2}",
+                p.calls,
+                p.errors,
+                p.per_s,
+                p.p99_us as f64 / 1000.0
+            );
+        }
+        println!(
+            "{op:<7} http/api throughput ratio: {:.2}",
+            h.per_s / a.per_s.max(1e-9)
+        );
+    }
+}
+
+/// Child mode: a Gater and the HTTP API only; prints the URL, serves until stdin closes.
+fn serve_child(args: &[String]) {
+    let get = |k: &str| {
+        args.iter()
+            .position(|a| a == k)
+            .and_then(|i| args.get(i + 1))
+            .cloned()
+            .unwrap_or_default()
+    };
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("rt");
+    rt.block_on(async {
+        let cfg = GaterConfig::new(get("--cookie"))
+            .nodes(get("--nodes").split(',').map(str::to_owned))
+            .epmd_port(get("--epmd").parse().unwrap_or(4369));
+        let g = Gater::connect(cfg).await.expect("connect");
+        ready(&g, get("--nodes").split(',').count()).await;
+        let api = Arc::new(HttpApi::new(g));
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        println!("http://{}", listener.local_addr().expect("addr"));
+        let stdin_closed = async {
+            let _ = tokio::task::spawn_blocking(|| {
+                let mut s = String::new();
+                let _ = std::io::stdin().read_line(&mut s);
+            })
+            .await;
+        };
+        let _ = api
+            .serve(listener, None, Duration::from_secs(1), stdin_closed)
+            .await;
+    });
+}
+
+fn memory(tb: &Testbed) {
+    let exe = std::env::current_exe().expect("exe");
+    let mut child = std::process::Command::new(exe)
+        .args([
+            "--serve",
+            "--cookie",
+            tb.cookie(),
+            "--nodes",
+            &tb.node_names().join(","),
+            "--epmd",
+            &tb.epmd_port().to_string(),
+        ])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("child");
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().expect("stdout"))
+        .read_line(&mut line)
+        .expect("url");
+    let base = line.trim().to_owned();
+    let pid = child.id();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("rt");
+    rt.block_on(async {
+        let c = reqwest::Client::new();
+        // A few requests so the idle figure includes warmed-up pools and buffers.
+        for _ in 0..20 {
+            let _ = c
+                .get(format!(
+                    "{base}/v1/stores/{STORE}/streams/bench-read/events?count=10"
+                ))
+                .send()
+                .await;
+        }
+        let idle = rss_kb(pid);
+        let r = c
+            .post(format!("{base}/v1/stores/{STORE}/subscriptions"))
+            .json(&json!({"type": "by_stream", "selector": "$sse-bench", "name": "sse-bench"}))
+            .send()
+            .await
+            .expect("subscription");
+        assert!(r.status().is_success());
+        let started = Instant::now();
+        let opened = futures::stream::iter(0..1000)
+            .map(|_| {
+                let (c, url) = (
+                    c.clone(),
+                    format!("{base}/v1/stores/{STORE}/subscriptions/sse-bench/events"),
+                );
+                async move {
+                    c.get(url)
+                        .send()
+                        .await
+                        .ok()
+                        .filter(|r| r.status().is_success())
+                }
+            })
+            .buffer_unordered(32)
+            .filter_map(|r| async move { r })
+            .collect::<Vec<_>>()
+            .await;
+        let open_secs = started.elapsed().as_secs_f64();
+        let with_sse = rss_kb(pid);
+        println!(
+            "rss: idle {:.1} MB; with {} open SSE subscriptions {:.1} MB (opened in {:.1} s)",
+            idle as f64 / 1024.0,
+            opened.len(),
+            with_sse as f64 / 1024.0,
+            open_secs
+        );
+        drop(opened);
+    });
+    drop(child.stdin.take());
+    let _ = child.wait();
+}

@@ -82,7 +82,7 @@ mod tests {
         assert!(name("stream", "a\nb").is_err() && name("stream", "").is_err());
         assert_eq!(version("version", "7").ok(), Some(7));
         assert!(version("version", "-1").is_err() && version("version", "x").is_err());
-        let e = version("version", "x").unwrap_err();
+        let e = version("version", "x").expect_err("refused");
         assert_eq!(
             e.extra.get("field").and_then(Value::as_str),
             Some("version")

@@ -33,12 +33,16 @@ pub fn gater_config(tb: &Testbed) -> GaterConfig {
 
 /// A Gater that knows every node's workers and the leader.
 pub async fn gater(tb: &Testbed) -> Gater {
-    let g = bounded(Gater::connect(gater_config(tb)), 20).await.expect("gater connects");
+    let g = bounded(Gater::connect(gater_config(tb)), 20)
+        .await
+        .expect("gater connects");
     let nodes = tb.node_names();
     eventually(15, || {
         let s = g.cluster_status();
         s.stores.iter().any(|st| {
-            st.store.as_str() == STORE && st.leader.is_some() && nodes.iter().all(|n| st.workers.contains_key(n))
+            st.store.as_str() == STORE
+                && st.leader.is_some()
+                && nodes.iter().all(|n| st.workers.contains_key(n))
         })
     })
     .await;
@@ -73,7 +77,12 @@ impl Server {
             })
             .await
         });
-        Server { base, api, stop: Some(tx), task: Some(task) }
+        Server {
+            base,
+            api,
+            stop: Some(tx),
+            task: Some(task),
+        }
     }
 
     pub fn url(&self, path: &str) -> String {
@@ -107,7 +116,10 @@ pub fn admin_token() -> String {
 }
 
 pub fn client() -> reqwest::Client {
-    reqwest::Client::builder().timeout(Duration::from_secs(30)).build().expect("client")
+    reqwest::Client::builder()
+        .timeout(Duration::from_secs(30))
+        .build()
+        .expect("client")
 }
 
 /// Sends and returns (status, JSON body).
@@ -135,7 +147,10 @@ pub struct SseReader {
 
 impl SseReader {
     pub fn new(resp: reqwest::Response) -> Self {
-        Self { body: resp.bytes_stream().boxed(), buf: String::new() }
+        Self {
+            body: resp.bytes_stream().boxed(),
+            buf: String::new(),
+        }
     }
 
     /// The next frame, or `None` when the stream ends.
@@ -186,14 +201,19 @@ impl SseReader {
 }
 
 pub async fn bounded<F: std::future::Future>(f: F, secs: u64) -> F::Output {
-    tokio::time::timeout(Duration::from_secs(secs), f).await.expect("bounded await timed out")
+    tokio::time::timeout(Duration::from_secs(secs), f)
+        .await
+        .expect("bounded await timed out")
 }
 
 /// Polls `cond` (every 20 ms) until true, for at most `secs` seconds.
 pub async fn eventually(secs: u64, mut cond: impl FnMut() -> bool) {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(secs);
     while !cond() {
-        assert!(tokio::time::Instant::now() < deadline, "condition not met within {secs} s");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "condition not met within {secs} s"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
