@@ -56,7 +56,12 @@ async fn call<T>(
     f: impl std::future::Future<Output = std::result::Result<T, GaterError>>,
 ) -> Result<T> {
     match tokio::time::timeout(st.limits.request_timeout, f).await {
-        Ok(r) => r.map_err(from_gater),
+        Ok(r) => r.map_err(|e| {
+            if matches!(e, GaterError::StoreNotFound { .. }) {
+                st.metrics.unknown_store();
+            }
+            from_gater(e)
+        }),
         Err(_) => Err(ApiError::new(
             StatusCode::GATEWAY_TIMEOUT,
             "timeout",

@@ -438,5 +438,6 @@ async fn bad_tokens_and_bad_input_are_refused_before_the_cluster() {
             .any(|l| l.starts_with("gater_http_auth_failures_total ") && !l.ends_with(" 0")),
         "{text}"
     );
+    assert!(text.contains("gater_http_unknown_store_total 5"), "{text}");
     srv.stop().await;
 }
