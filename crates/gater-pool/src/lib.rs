@@ -54,6 +54,8 @@ mod connection;
 mod core;
 mod error;
 mod framing;
+#[doc(hidden)]
+pub mod fuzzing;
 mod handshake;
 mod metrics;
 mod pool;
