@@ -235,12 +235,10 @@ impl Gater {
         };
         let guarded = expected.and_then(ExpectedVersion::version).is_some();
         let retry = if guarded { Retry::Guarded } else { Retry::Once };
-        // Version checks run on the worker's own replica: send them to the leader. An
-        // unchecked append can go anywhere (every worker forwards writes to the leader).
-        let route = match expected {
-            None | Some(ExpectedVersion::Any) => Route::Any,
-            Some(_) => Route::Leader,
-        };
+        // Version checks run on the worker's own replica, and a write goes to the leader
+        // in the end anyway: send every append to a worker on the leader node (no
+        // follower-to-leader hop; measured faster with a better p99 on the testbed).
+        let route = Route::Leader;
         self.note_write(&store, stream);
         let _permit = self.append_permit(&store).await?;
         let mut stale_retried = false;
