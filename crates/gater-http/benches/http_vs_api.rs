@@ -97,6 +97,69 @@ where
     )
 }
 
+/// A minimal HTTP/1.1 keep-alive client (one connection per worker), so that the load
+/// generator costs little of the 2 shared cores, as `wrk` would; reqwest numbers are
+/// printed beside it.
+struct RawConn {
+    s: tokio::net::TcpStream,
+    buf: Vec<u8>,
+}
+
+impl RawConn {
+    async fn connect(addr: &str) -> RawConn {
+        let s = tokio::net::TcpStream::connect(addr).await.expect("connect");
+        s.set_nodelay(true).expect("nodelay");
+        RawConn {
+            s,
+            buf: Vec::with_capacity(16 * 1024),
+        }
+    }
+
+    /// Sends one request and reads the whole response; returns the status.
+    async fn request(&mut self, req: &[u8]) -> Option<u16> {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        self.s.write_all(req).await.ok()?;
+        loop {
+            if let Some(end) = self.buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                let head = std::str::from_utf8(&self.buf[..end]).ok()?;
+                let status: u16 = head.get(9..12)?.parse().ok()?;
+                let len: usize = head
+                    .lines()
+                    .find_map(|l| {
+                        let (k, v) = l.split_once(':')?;
+                        k.eq_ignore_ascii_case("content-length")
+                            .then(|| v.trim().parse().ok())?
+                    })
+                    .unwrap_or(0);
+                let total = end + 4 + len;
+                if self.buf.len() >= total {
+                    self.buf.drain(..total);
+                    return Some(status);
+                }
+            }
+            if self.s.read_buf(&mut self.buf).await.ok()? == 0 {
+                return None;
+            }
+        }
+    }
+}
+
+fn raw_request(method: &str, path: &str, body: &str) -> Vec<u8> {
+    format!(
+        "{method} {path} HTTP/1.1\r\nhost: bench\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{body}",
+        body.len()
+    )
+    .into_bytes()
+}
+
+async fn raw_conns(addr: &str) -> Arc<Vec<tokio::sync::Mutex<RawConn>>> {
+    let mut v = Vec::with_capacity(CONC);
+    for _ in 0..CONC {
+        v.push(tokio::sync::Mutex::new(RawConn::connect(addr).await));
+    }
+    Arc::new(v)
+}
+
 fn config(tb: &Testbed) -> GaterConfig {
     GaterConfig::new(tb.cookie())
         .nodes(tb.node_names())
@@ -162,7 +225,8 @@ async fn throughput(tb: &Testbed, secs: f64) {
     ready(&g, tb.node_names().len()).await;
     let api = HttpApi::new(g.clone()).limits(Limits::default());
     let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-    let base = format!("http://{}", listener.local_addr().expect("addr"));
+    let addr = listener.local_addr().expect("addr").to_string();
+    let base = format!("http://{addr}");
     let api = Arc::new(api);
     let a = api.clone();
     tokio::spawn(async move {
@@ -241,35 +305,54 @@ async fn throughput(tb: &Testbed, secs: f64) {
         }
     };
 
+    let raw_append = |conns: Arc<Vec<tokio::sync::Mutex<RawConn>>>| {
+        move |w: usize, i: u64| {
+            let conns = conns.clone();
+            let req = raw_request(
+                "POST",
+                &format!("/v1/stores/{STORE}/streams/raw-{w}/events"),
+                &format!(r#"{{"events":[{{"event_type":"Bench","data":{{"i":{i}}}}}]}}"#),
+            );
+            async move { conns[w].lock().await.request(&req).await == Some(200) }
+        }
+    };
+    let read_req = Arc::new(raw_request(
+        "GET",
+        &format!("/v1/stores/{STORE}/streams/bench-read/events?count=10"),
+        "",
+    ));
+    let raw_read = |conns: Arc<Vec<tokio::sync::Mutex<RawConn>>>| {
+        let req = read_req.clone();
+        move |w: usize, _: u64| {
+            let (conns, req) = (conns.clone(), req.clone());
+            async move { conns[w].lock().await.request(&req).await == Some(200) }
+        }
+    };
+    let conns = raw_conns(&addr).await;
+
     let half = secs / 2.0;
     println!(
-        "op      side  calls   errors  req/s     p99_ms   (64 concurrent, {secs} s per side, A B B A)"
+        "op      side          calls   errors  req/s     p99_ms   (64 concurrent, {secs} s per side, A B C C B A)"
     );
     for op in ["append", "read"] {
-        let (mut a, mut h) = (Point::default(), Point::default());
+        let mut pts = [Point::default(); 3]; // api, http (raw client), http (reqwest)
         for round in 0..2 {
-            let order: [bool; 2] = if round == 0 {
-                [true, false]
-            } else {
-                [false, true]
-            };
-            for is_api in order {
-                let p = match (op, is_api) {
-                    ("append", true) => drive(half, api_append(g.clone())).await,
-                    ("append", false) => drive(half, http_append(http.clone(), base.clone())).await,
-                    (_, true) => drive(half, api_read(g.clone())).await,
-                    (_, false) => drive(half, http_read(http.clone(), base.clone())).await,
+            let order: [usize; 3] = if round == 0 { [0, 1, 2] } else { [2, 1, 0] };
+            for side in order {
+                let p = match (op, side) {
+                    ("append", 0) => drive(half, api_append(g.clone())).await,
+                    ("append", 1) => drive(half, raw_append(conns.clone())).await,
+                    ("append", _) => drive(half, http_append(http.clone(), base.clone())).await,
+                    (_, 0) => drive(half, api_read(g.clone())).await,
+                    (_, 1) => drive(half, raw_read(conns.clone())).await,
+                    (_, _) => drive(half, http_read(http.clone(), base.clone())).await,
                 };
-                if is_api {
-                    a = if round == 0 { p } else { merge(a, p) };
-                } else {
-                    h = if round == 0 { p } else { merge(h, p) };
-                }
+                pts[side] = if round == 0 { p } else { merge(pts[side], p) };
             }
         }
-        for (side, p) in [("api", a), ("http", h)] {
+        for (side, p) in ["api", "http", "http-reqwest"].iter().zip(pts) {
             println!(
-                "{op:<7} {side:<5} {:<7} {:<7} {:<9.0} {:.2}",
+                "{op:<7} {side:<13} {:<7} {:<7} {:<9.0} {:.2}",
                 p.calls,
                 p.errors,
                 p.per_s,
@@ -277,8 +360,9 @@ async fn throughput(tb: &Testbed, secs: f64) {
             );
         }
         println!(
-            "{op:<7} http/api throughput ratio: {:.2}",
-            h.per_s / a.per_s.max(1e-9)
+            "{op:<7} http/api throughput ratio: {:.2} (reqwest client: {:.2})",
+            pts[1].per_s / pts[0].per_s.max(1e-9),
+            pts[2].per_s / pts[0].per_s.max(1e-9)
         );
     }
 }

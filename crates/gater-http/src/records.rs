@@ -9,18 +9,45 @@ use time::format_description::well_known::Rfc3339;
 use crate::error::ApiError;
 use crate::limits::MAX_EVENTS_PER_APPEND;
 
-/// An event as the API returns it.
-pub fn event_json(e: &EventRecord) -> Value {
-    json!({
-        "event_stream_id": e.stream_id,
-        "event_number": e.event_number,
-        "event_id": e.event_id,
-        "event_type": e.event_type,
-        "data": e.data_json(),
-        "metadata": e.metadata_json(),
-        "created": e.created.format(&Rfc3339).unwrap_or_default(),
-        "created_epoch": e.created_epoch,
-    })
+/// An event as the API returns it (serialized straight from the record, no map built).
+#[derive(Debug, serde::Serialize)]
+pub struct EventOut<'a> {
+    event_stream_id: &'a str,
+    event_number: i64,
+    event_id: &'a str,
+    event_type: &'a str,
+    data: Value,
+    metadata: Value,
+    created: String,
+    created_epoch: i64,
+}
+
+impl<'a> EventOut<'a> {
+    /// The JSON shape of `e`.
+    pub fn new(e: &'a EventRecord) -> Self {
+        Self {
+            event_stream_id: &e.stream_id,
+            event_number: e.event_number,
+            event_id: &e.event_id,
+            event_type: &e.event_type,
+            data: e.data_json(),
+            metadata: e.metadata_json(),
+            created: e.created.format(&Rfc3339).unwrap_or_default(),
+            created_epoch: e.created_epoch,
+        }
+    }
+}
+
+/// The body of a read: `{"events": [...]}`.
+#[derive(Debug, serde::Serialize)]
+pub struct EventsOut<'a> {
+    /// The events.
+    pub events: Vec<EventOut<'a>>,
+}
+
+/// An event as JSON text (one SSE `data:` line).
+pub fn event_json_text(e: &EventRecord) -> String {
+    serde_json::to_string(&EventOut::new(e)).unwrap_or_default()
 }
 
 /// A snapshot as the API returns it.

@@ -185,7 +185,7 @@ pub async fn read(
     Path((store, stream)): Path<(String, String)>,
     headers: HeaderMap,
     query: std::result::Result<Query<ReadQuery>, axum::extract::rejection::QueryRejection>,
-) -> Result<Json<Value>> {
+) -> Result<Response> {
     let store = input::store(&store)?;
     authorize(&st, &headers, Some(store), Some(Op::Read))?;
     let stream = input::name("stream", &stream)?;
@@ -217,7 +217,7 @@ pub async fn read(
         None if direction == Direction::Backward => {
             let v = call(&st, st.gater.get_version(store, stream)).await?;
             if v < 0 {
-                return Ok(Json(json!({ "events": [] })));
+                return Ok(Json(json!({ "events": [] })).into_response());
             }
             v
         }
@@ -229,9 +229,10 @@ pub async fn read(
             .get_events(store, stream, from, count as usize, direction),
     )
     .await?;
-    Ok(Json(
-        json!({ "events": events.iter().map(records::event_json).collect::<Vec<_>>() }),
-    ))
+    let body = records::EventsOut {
+        events: events.iter().map(records::EventOut::new).collect(),
+    };
+    Ok(Json(body).into_response())
 }
 
 /// `GET /v1/stores/{store}/streams/{stream}/version`

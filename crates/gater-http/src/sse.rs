@@ -155,7 +155,7 @@ fn sse_stream(
                                 Event::default()
                                     .event("event")
                                     .id(rec.event_number.to_string())
-                                    .data(records::event_json(&rec).to_string())
+                                    .data(records::event_json_text(&rec))
                             }
                         };
                         return Some((Ok(ev), (source, shutdown, slot, Phase::Live)));
