@@ -241,6 +241,17 @@ async fn subscription_survives_the_death_of_its_emitting_node_without_gap_or_dup
     )
     .await
     .expect("subscribe");
+    // And a persistent one on every stream, acked as it goes.
+    let mut all = bounded(
+        g.subscribe(Subscription::persistent(
+            STORE,
+            Selector::AllStreams,
+            "all-kill",
+        )),
+        15,
+    )
+    .await
+    .expect("subscribe all");
 
     let writer = {
         let g = g.clone();
@@ -291,6 +302,18 @@ async fn subscription_survives_the_death_of_its_emitting_node_without_gap_or_dup
     bounded(writer, 30).await.expect("writer");
     let want: Vec<i64> = (0..total as i64).collect();
     assert_eq!(got, want, "events out of order, missing or repeated");
+    let mut got_all = Vec::new();
+    while got_all.len() < total {
+        match bounded(all.next(), 20).await.expect("stream open") {
+            Ok(r) if r.stream_id == stream => got_all.push(r.event_number),
+            Ok(_) => {}
+            Err(e) => eprintln!("$all subscription reported: {e}"),
+        }
+    }
+    assert_eq!(
+        got_all, want,
+        "$all: events out of order, missing or repeated"
+    );
     let m = g.metrics();
     assert!(m.resubscribes >= 1, "{m:?}");
 }
