@@ -1,6 +1,8 @@
 //! `cargo xtask <task>`: the project's tasks, so that CI is one command that works the
 //! same on a laptop and in CI.
 
+mod bench_report;
+mod chaos;
 mod deploy_check;
 mod erlang;
 mod testbed;
@@ -18,7 +20,9 @@ tasks:
   up                 the demo: testbed cluster + exesdb-gater daemon in the foreground (URL, dev token); Ctrl-C stops both
   deploy-check       check the Docker, Compose, Swarm and Kubernetes files in dev-env/
   testbed <cmd>      the BEAM testbed: up | down | status | test | load (see `cargo xtask testbed help`)
-  bench              run every benchmark
+  bench              run every benchmark and write docs/benchmarks.md (figures + SVG charts)
+  chaos [--short]    faults under load through the daemon, then the acknowledged-append check
+  chaos soak [--minutes N]   N minutes of moderate load: RSS and leak gauges
   erlang             make sure erl and erlc are installed (installs erlang-nox as root on Debian)
 ";
 
@@ -41,6 +45,7 @@ fn run(args: &[String]) -> Result<()> {
         "testbed" => testbed::main(rest),
         "deploy-check" => deploy_check::main(),
         "bench" => bench(rest),
+        "chaos" => chaos::main(rest),
         "erlang" => erlang::ensure().map(|_| ()),
         "help" | "-h" | "--help" => {
             print!("{USAGE}");
@@ -92,8 +97,16 @@ fn up(args: &[String]) -> Result<()> {
 fn bench(args: &[String]) -> Result<()> {
     erlang::ensure()?;
     testbed::build()?;
-    step("running benchmarks (cargo bench)");
+    step("running benchmarks (cargo bench --workspace), output kept for docs/benchmarks.md");
     let mut cmd = vec!["bench", "--workspace"];
     cmd.extend(args.iter().map(String::as_str));
-    cargo(&cmd)
+    let output = bench_report::cargo_tee(&cmd)?;
+    let date = std::process::Command::new("date")
+        .args(["-u", "+%Y-%m-%d %H:%M UTC"])
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
+        .unwrap_or_default();
+    bench_report::write(&util::root(), &output, &date)?;
+    step("wrote docs/benchmarks.md and docs/bench/*.svg");
+    Ok(())
 }

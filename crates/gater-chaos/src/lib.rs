@@ -1,0 +1,26 @@
+//! Fault injection, soak and security harness for exesdb-gater.
+//!
+//! **Owns:** running the real daemon (`exesdb-gater run`) against a private BEAM testbed
+//! (`gater_testkit::testbed`), a steady mixed HTTP load with a record of every
+//! acknowledged append, faults (kill a node, kill workers, SIGSTOP a node past its
+//! net_ticktime, slow workers, restart the whole testbed), the check of the testbed's
+//! logs against the acknowledgements, and the soak's RSS and gauge sampling.
+//!
+//! **Leaves to others:** the gateway itself; this crate only drives it from outside, as
+//! a user would, over real sockets.
+//!
+//! ```text
+//!   Load (reqwest tasks) --HTTP--> exesdb-gater daemon --dist--> testbed nodes (erl)
+//!        | acked appends                                            | fsynced logs
+//!        v                                                          v
+//!   verify::check(acked, stored events of every live node)  <-- Testbed::stored_events
+//! ```
+
+pub mod daemon;
+pub mod load;
+pub mod scenario;
+pub mod verify;
+
+pub use daemon::Daemon;
+pub use load::{Acked, Load, LoadConfig, Outcome};
+pub use scenario::{ChaosOptions, ChaosReport, FaultReport, SoakOptions, SoakReport};

@@ -1,0 +1,37 @@
+//! `cargo xtask chaos [--short]` and `cargo xtask chaos soak [--minutes N]`: builds the
+//! daemon and the harness (crates/gater-chaos), then runs the harness, which starts a
+//! private testbed and the daemon, injects faults under load and checks the testbed's
+//! logs. The report (Markdown) is printed and written to `target/chaos/`.
+
+use crate::util::{cargo, root, run, step};
+use anyhow::Result;
+use std::process::Command;
+
+pub fn main(args: &[String]) -> Result<()> {
+    crate::erlang::ensure()?;
+    crate::testbed::build()?;
+    step("building exesdb-gater and gater-chaos (release)");
+    cargo(&[
+        "build",
+        "--release",
+        "-p",
+        "exesdb-gater",
+        "-p",
+        "gater-chaos",
+    ])?;
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| root().join("target"));
+    let out = target.join("chaos");
+    let (cmd, rest): (&str, &[String]) = match args.first().map(String::as_str) {
+        Some("soak") => ("soak", &args[1..]),
+        _ => ("chaos", args),
+    };
+    step(&format!("running gater-chaos {cmd} {}", rest.join(" ")));
+    let mut c = Command::new(target.join("release").join("gater-chaos"));
+    c.arg(cmd).args(rest).arg("--out").arg(&out).env(
+        "EXESDB_GATER_BIN",
+        target.join("release").join("exesdb-gater"),
+    );
+    run(&mut c, &format!("gater-chaos {cmd}"))
+}
