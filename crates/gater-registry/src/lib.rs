@@ -10,9 +10,16 @@
 //!   ra_leaderboard:lookup_leader ──────────► leader per store ──► route appends to the leader
 //! ```
 //!
-//! It does no I/O: the layer above (`gater-api`) asks the nodes over distribution and feeds
-//! the answers in. Selection never scans the whole Swarm registry: the table is indexed by
-//! store when a reply is parsed.
+//! The core ([`WorkerTable`], [`parse_registered`]) does no I/O and is tested without
+//! sockets. [`Registry`] is the thin runtime around it: one task per registry refreshes
+//! the table over `gater-pool` (which_applications on new nodes, `Swarm.registered()` on
+//! two ExESDB nodes merged, `ra_leaderboard:lookup_leader` per store) on node events, on a
+//! timer, when a worker exits during a call and on demand; it drops a node's workers the
+//! moment the pool reports it down. Selection never scans the whole Swarm registry: the
+//! table is indexed by store when a reply is parsed, and a request only takes a read lock.
+//! See `docs/registry.md`.
+
+#![forbid(unsafe_code)]
 
 mod runtime;
 mod table;
