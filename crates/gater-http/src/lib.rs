@@ -41,3 +41,26 @@ pub use axum_server::tls_rustls::RustlsConfig;
 
 /// The OpenAPI 3.1 document served at `/v1/openapi.json` (the same file as `docs/openapi.json`).
 pub const OPENAPI_JSON: &str = include_str!("../../../docs/openapi.json");
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeSet;
+
+    #[test]
+    fn openapi_document_lists_exactly_the_served_routes() {
+        let doc: serde_json::Value = serde_json::from_str(super::OPENAPI_JSON).expect("valid JSON");
+        assert_eq!(doc["openapi"], "3.1.0");
+        let documented: BTreeSet<&str> = doc["paths"]
+            .as_object()
+            .expect("paths")
+            .keys()
+            .map(String::as_str)
+            .collect();
+        let served: BTreeSet<&str> = super::metrics::ROUTES
+            .iter()
+            .copied()
+            .filter(|r| *r != "other")
+            .collect();
+        assert_eq!(documented, served);
+    }
+}
