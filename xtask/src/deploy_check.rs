@@ -457,3 +457,58 @@ fn k8s(dir: &Path, known: &BTreeSet<String>, problems: &mut Vec<String>) -> Resu
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A copy of dev-env/k8s with one file changed, checked.
+    fn k8s_problems(file: &str, from: &str, to: &str) -> Result<Vec<String>> {
+        let src = root().join("dev-env").join("k8s");
+        let dir = std::env::temp_dir().join(format!("deploy-check-{}-{file}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("tmp");
+        for e in std::fs::read_dir(&src).expect("k8s dir").flatten() {
+            let text = std::fs::read_to_string(e.path()).expect("read");
+            let text = if e.file_name() == file {
+                text.replace(from, to)
+            } else {
+                text
+            };
+            std::fs::write(dir.join(e.file_name()), text).expect("write");
+        }
+        let known = known_variables().expect("variables");
+        let mut problems = Vec::new();
+        let r = k8s(&dir, &known, &mut problems);
+        let _ = std::fs::remove_dir_all(&dir);
+        r.map(|_| problems)
+    }
+
+    #[test]
+    fn shipped_files_pass_and_broken_ones_are_caught() {
+        let p = k8s_problems("deployment.yaml", "", "").expect("runs");
+        assert!(p.is_empty(), "{p:?}");
+        let p = k8s_problems("deployment.yaml", "replicas: 3", "replicas: 1").expect("runs");
+        assert!(p.iter().any(|p| p.contains("replicas")), "{p:?}");
+        let p =
+            k8s_problems("deployment.yaml", "path: /health/ready", "path: /ready").expect("runs");
+        assert!(p.iter().any(|p| p.contains("readinessProbe")), "{p:?}");
+        let p = k8s_problems(
+            "configmap.yaml",
+            "EX_ESDB_GATER_LISTEN",
+            "EX_ESDB_GATER_LISTN",
+        )
+        .expect("runs");
+        assert!(p.iter().any(|p| p.contains("EX_ESDB_GATER_LISTN")), "{p:?}");
+        let p = k8s_problems(
+            "deployment.yaml",
+            "secretName: exesdb-gater",
+            "secretName: other",
+        )
+        .expect("runs");
+        assert!(p.iter().any(|p| p.contains("Secret other")), "{p:?}");
+        assert!(
+            k8s_problems("service.yaml", "kind: Service", "kind: [").is_err(),
+            "invalid YAML fails the check"
+        );
+    }
+}
