@@ -45,6 +45,9 @@ fuzz_target!(|data: &[u8]| {
         assert!(exact_eq(&term, &back), "encode/decode changed the term");
         let json = term_to_json(&term);
         let again = json_to_term(&json);
-        assert!(exact_eq(&term, &again), "term -> JSON -> term changed the term");
+        assert!(
+            exact_eq(&term, &again),
+            "term -> JSON -> term changed the term"
+        );
     }
 });
