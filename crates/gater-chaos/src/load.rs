@@ -128,8 +128,9 @@ impl Load {
         self.shared.lock().map(|s| s.outcomes.len()).unwrap_or(0)
     }
 
-    /// Waits (bounded by `within`) until `n` more writes than `after` succeeded in a
-    /// row; returns when the last of them finished, or `None` on time-out.
+    /// Waits (bounded by `within`) until `n` appends started from now on succeed in a
+    /// row (reads in between must succeed too); returns when the last of them finished,
+    /// or `None` on time-out.
     pub async fn await_successes(&self, n: usize, within: Duration) -> Option<Duration> {
         let deadline = Instant::now() + within;
         let from = self.count();
