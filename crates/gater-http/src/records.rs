@@ -9,6 +9,30 @@ use time::format_description::well_known::Rfc3339;
 use crate::error::ApiError;
 use crate::limits::MAX_EVENTS_PER_APPEND;
 
+/// JSON from a client as the term sent to the cluster, refused (400 naming `field`) when
+/// the gateway could not decode that term when the cluster sends it back: a `$int`
+/// bignum past the decoding limit, nesting too deep, a `$term` that does not decode, and
+/// so on. Without this check such a value would be stored and poison every later read of
+/// its stream (or the store's subscription list).
+pub fn checked_term(field: &str, v: &Value) -> Result<gater_term::Term, ApiError> {
+    let term = gater_term::json::json_to_term(v);
+    let bytes = gater_term::try_encode(&term)
+        .map_err(|e| ApiError::bad_field(field, format!("cannot be stored: {e}")))?;
+    // Leave room for the record the value travels in (EventRecord, snapshot map, ...).
+    let d = gater_term::DecodeLimits::default();
+    let limits = gater_term::DecodeLimits {
+        max_depth: d.max_depth.saturating_sub(8),
+        ..d
+    };
+    gater_term::decode(&bytes, &limits).map_err(|e| {
+        ApiError::bad_field(
+            field,
+            format!("could not be read back from the cluster ({e})"),
+        )
+    })?;
+    Ok(term)
+}
+
 /// An event as the API returns it (serialized straight from the record, no map built).
 #[derive(Debug, serde::Serialize)]
 pub struct EventOut<'a> {
@@ -116,7 +140,7 @@ pub fn selector_from(ty: &str, sel: &Value) -> Result<Selector, ApiError> {
                     "must be an object for this type",
                 ));
             }
-            let t = gater_term::json::json_to_term(sel);
+            let t = checked_term("selector", sel)?;
             if ty == "by_event_pattern" {
                 Selector::EventPattern(t)
             } else {
@@ -186,6 +210,7 @@ pub fn new_events(body: &Value) -> Result<Vec<NewEvent>, ApiError> {
                 ApiError::bad_field(&field("event_type"), "must be a non-empty string")
             })?;
         let data = e.get("data").cloned().unwrap_or(Value::Null);
+        checked_term(&field("data"), &data)?;
         let mut ev = NewEvent::json(ty, data);
         match e.get("event_id") {
             None | Some(Value::Null) => {}
@@ -201,7 +226,10 @@ pub fn new_events(body: &Value) -> Result<Vec<NewEvent>, ApiError> {
         }
         match e.get("metadata") {
             None | Some(Value::Null) => {}
-            Some(m) => ev = ev.with_metadata(EventData::Json(m.clone())),
+            Some(m) => {
+                checked_term(&field("metadata"), m)?;
+                ev = ev.with_metadata(EventData::Json(m.clone()));
+            }
         }
         out.push(ev);
     }

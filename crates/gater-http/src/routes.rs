@@ -478,7 +478,7 @@ pub async fn put_snapshot(
     authorize(&st, &headers, Some(store), Some(Op::Snapshot))?;
     let (source, stream, version) = snapshot_path(&source, &stream, &version)?;
     let body = input::json_body(body)?;
-    let record = gater_term::json::json_to_term(&body);
+    let record = records::checked_term("body", &body)?;
     call(
         &st,
         st.gater

@@ -326,6 +326,73 @@ async fn bad_tokens_and_bad_input_are_refused_before_the_cluster() {
             "{body}: {b}"
         );
     }
+    // Values the gateway could not read back from the cluster are refused, not stored:
+    // a $int bignum past the decoding limit, nesting deeper than the limit.
+    let digits = "9".repeat(2600);
+    let (s, b) = send(
+        c.post(&read_url)
+            .bearer_auth(&t)
+            .json(&json!({"events": [{"event_type": "X", "data": {"k": {"$int": digits}}}]})),
+    )
+    .await;
+    assert_eq!(
+        (s, b["field"].as_str()),
+        (400, Some("events[0].data")),
+        "{b}"
+    );
+    let (s, b) = send(
+        c.post(&read_url)
+            .bearer_auth(&t)
+            .json(&json!({"events": [{"event_type": "X", "metadata": {"$int": digits}}]})),
+    )
+    .await;
+    assert_eq!(
+        (s, b["field"].as_str()),
+        (400, Some("events[0].metadata")),
+        "{b}"
+    );
+    let deep = format!("{}1{}", "[".repeat(125), "]".repeat(125));
+    let (s, b) = send(
+        c.put(srv.url(&format!("/v1/stores/{STORE}/snapshots/a/b/1")))
+            .bearer_auth(&t)
+            .header("content-type", "application/json")
+            .body(deep),
+    )
+    .await;
+    assert_eq!((s, b["field"].as_str()), (400, Some("body")), "{b}");
+    let (s, b) = send(c.post(srv.url(&format!("/v1/stores/{STORE}/subscriptions"))).bearer_auth(&t).json(
+        &json!({"type": "by_event_pattern", "selector": {"k": {"$int": digits}}, "name": "big"}),
+    ))
+    .await;
+    assert_eq!((s, b["field"].as_str()), (400, Some("selector")), "{b}");
+    let (s, _) = send(c.get(&read_url).bearer_auth(&t)).await;
+    assert_eq!(s, 200, "the stream stays readable");
+    let (s, _) = send(
+        c.get(srv.url(&format!("/v1/stores/{STORE}/subscriptions")))
+            .bearer_auth(&t),
+    )
+    .await;
+    assert_eq!(s, 200, "the subscription list stays readable");
+    // A bignum within the limit is stored and read back.
+    let ok_digits = "9".repeat(2000);
+    let (s, b) = send(
+        c.post(srv.url(&format!("/v1/stores/{STORE}/streams/big-ok/events")))
+            .bearer_auth(&t)
+            .json(&json!({"events": [{"event_type": "X", "data": {"k": {"$int": ok_digits}}}]})),
+    )
+    .await;
+    assert_eq!(s, 200, "{b}");
+    let (s, b) = send(
+        c.get(srv.url(&format!("/v1/stores/{STORE}/streams/big-ok/events")))
+            .bearer_auth(&t),
+    )
+    .await;
+    assert_eq!(s, 200, "{b}");
+    assert_eq!(
+        b["events"][0]["data"]["k"]["$int"].as_str(),
+        Some(ok_digits.as_str())
+    );
+
     // Oversize body: 413.
     let big = format!(
         r#"{{"events": [{{"event_type": "X", "data": "{}"}}]}}"#,
