@@ -21,7 +21,7 @@ tasks:
   deploy-check       check the Docker, Compose, Swarm and Kubernetes files in dev-env/
   testbed <cmd>      the BEAM testbed: up | down | status | test | load (see `cargo xtask testbed help`)
   bench              run every benchmark and write docs/benchmarks.md (figures + SVG charts)
-  chaos [--short]    faults under load through the daemon, then the acknowledged-append check
+  chaos [--short] [--strict]   faults under load through the daemon, then the acknowledged-append check
   chaos soak [--minutes N]   N minutes of moderate load: RSS and leak gauges
   erlang             make sure erl and erlc are installed (installs erlang-nox as root on Debian)
 ";
