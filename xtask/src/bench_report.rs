@@ -262,7 +262,8 @@ pub fn write(root: &Path, output: &str, date: &str) -> Result<()> {
 }
 
 /// Result lines of the raw output (criterion's per-bench lines and the custom tables),
-/// without compile noise and Erlang node chatter.
+/// without compile noise, the unit-test harness lines of `cargo bench` and Erlang node
+/// chatter.
 fn keep_raw(l: &str) -> bool {
     let t = l.trim_start();
     !(t.starts_with("Compiling")
@@ -272,6 +273,8 @@ fn keep_raw(l: &str) -> bool {
         || t.starts_with("Benchmarking")
         || t.starts_with("Gnuplot")
         || t.starts_with("Warning")
+        || t.starts_with("running ")
+        || t.starts_with("test ")
         || t.is_empty())
 }
 
