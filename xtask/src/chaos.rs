@@ -7,18 +7,24 @@ use crate::util::{cargo, root, run, step};
 use anyhow::Result;
 use std::process::Command;
 
+///
+/// `--debug` uses the debug build (what `cargo xtask ci` has already compiled) instead of
+/// a release build.
 pub fn main(args: &[String]) -> Result<()> {
     crate::erlang::ensure()?;
     crate::testbed::build()?;
-    step("building exesdb-gater and gater-chaos (release)");
-    cargo(&[
-        "build",
-        "--release",
-        "-p",
-        "exesdb-gater",
-        "-p",
-        "gater-chaos",
-    ])?;
+    let debug = args.iter().any(|a| a == "--debug");
+    let args: Vec<String> = args.iter().filter(|a| *a != "--debug").cloned().collect();
+    let args = args.as_slice();
+    let profile = if debug { "debug" } else { "release" };
+    step(&format!(
+        "building exesdb-gater and gater-chaos ({profile})"
+    ));
+    let mut build = vec!["build", "-p", "exesdb-gater", "-p", "gater-chaos"];
+    if !debug {
+        build.push("--release");
+    }
+    cargo(&build)?;
     let target = std::env::var_os("CARGO_TARGET_DIR")
         .map(std::path::PathBuf::from)
         .unwrap_or_else(|| root().join("target"));
@@ -28,10 +34,10 @@ pub fn main(args: &[String]) -> Result<()> {
         _ => ("chaos", args),
     };
     step(&format!("running gater-chaos {cmd} {}", rest.join(" ")));
-    let mut c = Command::new(target.join("release").join("gater-chaos"));
+    let mut c = Command::new(target.join(profile).join("gater-chaos"));
     c.arg(cmd).args(rest).arg("--out").arg(&out).env(
         "EXESDB_GATER_BIN",
-        target.join("release").join("exesdb-gater"),
+        target.join(profile).join("exesdb-gater"),
     );
     run(&mut c, &format!("gater-chaos {cmd}"))
 }

@@ -84,6 +84,9 @@ fn ci(_args: &[String]) -> Result<()> {
     step("running doc tests");
     cargo(&["test", "--workspace", "--doc"])?;
 
+    step("fault injection, short form (cargo xtask chaos --short)");
+    chaos::main(&["--short".into(), "--debug".into()])?;
+
     step(&format!("ci passed in {:.0?}", started.elapsed()));
     Ok(())
 }

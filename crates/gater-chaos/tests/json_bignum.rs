@@ -2,15 +2,14 @@
 //! `{"$int": "<2500+ digits>"}` maps to a bignum past gater-term's default 1024-byte
 //! decode limit. The daemon accepts and stores it, then can no longer decode what the
 //! cluster sends back: the stream (or the store's subscription list) answers 502
-//! `decode` to every client from then on. The daemon should refuse such a body with 400.
-//! Ignored until gater-http (or gater-term's JSON mapping) caps `$int`.
+//! `decode` to every client from then on. Fixed: the daemon now refuses such a body with
+//! 400 naming the field.
 
 use gater_chaos::Daemon;
 use gater_testkit::testbed::{Testbed, TestbedConfig};
 use std::time::Duration;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "bug: an over-long $int is stored and poisons later reads (see module docs)"]
 async fn a_json_bignum_past_the_decode_limit_is_refused_not_stored() {
     let tb = Testbed::start(TestbedConfig {
         nodes: 1,
