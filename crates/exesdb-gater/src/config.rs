@@ -61,6 +61,7 @@ settings! {
     REQUEST_TIMEOUT_MS = "request_timeout_ms", "EX_ESDB_GATER_REQUEST_TIMEOUT_MS", false;
     SHUTDOWN_GRACE_MS = "shutdown_grace_ms", "EX_ESDB_GATER_SHUTDOWN_GRACE_MS", false;
     SSE_KEEPALIVE_MS = "sse_keepalive_ms", "EX_ESDB_GATER_SSE_KEEPALIVE_MS", false;
+    NET_TICKTIME = "net_ticktime", "EX_ESDB_GATER_NET_TICKTIME", false;
 }
 
 /// Default HTTP address.
@@ -280,6 +281,9 @@ pub struct DaemonConfig {
     pub node_name: Option<String>,
     /// EPMD port of the ExESDB hosts.
     pub epmd_port: u16,
+    /// `net_ticktime` of the distribution connections (as the cluster's
+    /// `-kernel net_ticktime`, in whole seconds).
+    pub net_ticktime: Duration,
     /// The token secret; `None` turns authentication off.
     pub auth_secret: Option<Secret>,
     /// TLS certificate chain and key (PEM files).
@@ -376,6 +380,12 @@ impl DaemonConfig {
             }
         }
         let epmd_port = l.parse(EPMD_PORT, "a port number")?.unwrap_or(4369);
+        let net_ticktime = nonzero::<u64>(
+            l,
+            NET_TICKTIME,
+            "seconds, a positive integer (as -kernel net_ticktime)",
+        )?
+        .map_or(gater_pool::DEFAULT_NET_TICKTIME, Duration::from_secs);
         let auth_secret = l.secret(AUTH_SECRET, AUTH_SECRET_FILE)?;
         if let Some(s) = &auth_secret {
             if s.len() < 16 {
@@ -434,6 +444,7 @@ impl DaemonConfig {
             log_format,
             node_name,
             epmd_port,
+            net_ticktime,
             auth_secret: auth_secret.map(Secret),
             tls,
             limits,
@@ -566,6 +577,45 @@ mod tests {
             gater_http::Limits::default().max_body_bytes
         );
         assert_eq!(c.cookie.expose(), "c");
+    }
+
+    #[test]
+    fn net_ticktime_from_flag_env_or_file() {
+        let c = DaemonConfig::from_layers(
+            &layers(&[], &[("EX_ESDB_COOKIE", "c")], None).expect("layers"),
+        )
+        .expect("config");
+        assert_eq!(c.net_ticktime, Duration::from_secs(60));
+        let l = layers(
+            &[("EX_ESDB_GATER_NET_TICKTIME", "20")],
+            &[
+                ("EX_ESDB_COOKIE", "c"),
+                ("EX_ESDB_GATER_NET_TICKTIME", "30"),
+            ],
+            Some("net_ticktime = 40"),
+        )
+        .expect("layers");
+        assert_eq!(
+            DaemonConfig::from_layers(&l).expect("config").net_ticktime,
+            Duration::from_secs(20)
+        );
+        let l = layers(&[], &[("EX_ESDB_COOKIE", "c")], Some("net_ticktime = 40")).expect("layers");
+        assert_eq!(
+            DaemonConfig::from_layers(&l).expect("config").net_ticktime,
+            Duration::from_secs(40)
+        );
+        for bad in ["0", "-5", "1.5", "60s"] {
+            let l = layers(
+                &[],
+                &[("EX_ESDB_COOKIE", "c"), ("EX_ESDB_GATER_NET_TICKTIME", bad)],
+                None,
+            )
+            .expect("layers");
+            let e = DaemonConfig::from_layers(&l)
+                .expect_err("refused")
+                .to_string();
+            assert!(e.starts_with("EX_ESDB_GATER_NET_TICKTIME="), "{e}");
+        }
     }
 
     #[test]

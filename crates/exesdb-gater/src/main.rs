@@ -118,6 +118,10 @@ struct RunArgs {
     /// EPMD port of the cluster's hosts (ERL_EPMD_PORT).
     #[arg(long)]
     epmd_port: Option<String>,
+    /// Distribution tick time in seconds, as the cluster's -kernel net_ticktime
+    /// (EX_ESDB_GATER_NET_TICKTIME, default 60).
+    #[arg(long)]
+    net_ticktime: Option<String>,
     /// File holding the token secret (EX_ESDB_GATER_AUTH_SECRET_FILE).
     #[arg(long)]
     auth_secret_file: Option<String>,
@@ -159,6 +163,7 @@ impl RunArgs {
         put(GOSSIP_MULTICAST_ADDR, &self.gossip_multicast_addr);
         put(NODE_NAME, &self.node_name);
         put(EPMD_PORT, &self.epmd_port);
+        put(NET_TICKTIME, &self.net_ticktime);
         put(AUTH_SECRET_FILE, &self.auth_secret_file);
         put(TLS_CERT, &self.tls_cert);
         put(TLS_KEY, &self.tls_key);
@@ -319,6 +324,7 @@ async fn daemon(cfg: DaemonConfig) -> Result<(), String> {
 
     let mut gcfg = gater_api::GaterConfig::new(cfg.cookie.expose())
         .epmd_port(cfg.epmd_port)
+        .net_ticktime(cfg.net_ticktime)
         .nodes(cfg.discovery.static_nodes.iter().map(|n| n.to_string()));
     gcfg.ops_pubsub = cfg.pub_sub.clone();
     if let Some(n) = &cfg.node_name {

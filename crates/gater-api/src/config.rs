@@ -29,10 +29,38 @@ impl Default for NoWorkersBackoff {
 }
 
 impl NoWorkersBackoff {
+    /// What is kept back before a deadline ([`crate::with_deadline`]) for the last look
+    /// at the registry and the answer, so that `NoWorkers` arrives before the caller's
+    /// own time-out.
+    pub const DEADLINE_MARGIN: Duration = Duration::from_millis(100);
+
     /// The delay before retry number `attempt` (0-based).
     pub fn delay(&self, attempt: u32) -> Duration {
         let factor = 1u32.checked_shl(attempt.min(31)).unwrap_or(u32::MAX);
         self.base.saturating_mul(factor).min(self.cap)
+    }
+
+    /// The wait before retry number `attempt` when `remaining` is left before a deadline
+    /// (`None`: no deadline), or `None` to give up now: after `attempts` waits, or when
+    /// the deadline (less [`Self::DEADLINE_MARGIN`]) is reached. A wait that would pass
+    /// the deadline is shortened to end at it, so the last look happens just before.
+    pub fn next_wait(&self, attempt: u32, remaining: Option<Duration>) -> Option<Duration> {
+        if attempt >= self.attempts {
+            return None;
+        }
+        let delay = self.delay(attempt);
+        match remaining {
+            None => Some(delay),
+            Some(r) => {
+                let usable = r.saturating_sub(Self::DEADLINE_MARGIN);
+                (!usable.is_zero()).then(|| delay.min(usable))
+            }
+        }
+    }
+
+    /// The longest the whole schedule waits.
+    pub fn total(&self) -> Duration {
+        (0..self.attempts).map(|a| self.delay(a)).sum()
     }
 }
 
@@ -46,6 +74,10 @@ pub struct GaterConfig {
     pub node_name: Option<String>,
     /// EPMD port of the cluster's hosts; default `ERL_EPMD_PORT` or 4369.
     pub epmd_port: Option<u16>,
+    /// `net_ticktime` of the distribution connections (default 60 s, as OTP): a tick
+    /// after a quarter of it in silence, and a node silent for all of it is dropped.
+    /// Match the cluster's `-kernel net_ticktime`.
+    pub net_ticktime: Duration,
     /// Nodes to connect to at start (`EX_ESDB_GATER_CONNECT_TO`).
     pub nodes: Vec<String>,
     /// Gossip / EPMD discovery; `None` (the default) uses only `nodes`.
@@ -88,6 +120,7 @@ impl GaterConfig {
             cookie: cookie.into(),
             node_name: None,
             epmd_port: None,
+            net_ticktime: gater_pool::DEFAULT_NET_TICKTIME,
             nodes: Vec::new(),
             discovery: None,
             call_timeout: Duration::from_secs(15),
@@ -128,6 +161,12 @@ impl GaterConfig {
         self
     }
 
+    /// Sets `net_ticktime`.
+    pub fn net_ticktime(mut self, t: Duration) -> Self {
+        self.net_ticktime = t;
+        self
+    }
+
     /// Turns on discovery.
     pub fn discovery(mut self, d: DiscoveryConfig) -> Self {
         self.discovery = Some(d);
@@ -154,7 +193,7 @@ impl GaterConfig {
 
     /// The pool settings this configuration implies.
     pub fn pool_config(&self) -> PoolConfig {
-        let mut p = PoolConfig::new(self.cookie.clone());
+        let mut p = PoolConfig::new(self.cookie.clone()).net_ticktime(self.net_ticktime);
         if let Some(n) = &self.node_name {
             p = p.node_name(n.clone());
         }
@@ -178,5 +217,31 @@ mod tests {
             [100, 200, 400, 800, 1600, 3200, 5000, 5000, 5000, 5000]
         );
         assert_eq!(b.delay(40), Duration::from_secs(5));
+        assert_eq!(b.total(), Duration::from_millis(26_300));
+    }
+
+    #[test]
+    fn net_ticktime_reaches_the_pool() {
+        let c = GaterConfig::new("c");
+        assert_eq!(c.pool_config().net_ticktime, Duration::from_secs(60));
+        let c = c.net_ticktime(Duration::from_secs(8));
+        assert_eq!(c.pool_config().net_ticktime, Duration::from_secs(8));
+    }
+
+    #[test]
+    fn a_deadline_cuts_the_schedule_short_before_it() {
+        let b = NoWorkersBackoff::default();
+        let ms = |n| Duration::from_millis(n);
+        assert_eq!(b.next_wait(0, None), Some(ms(100)));
+        assert_eq!(b.next_wait(10, None), None);
+        // Plenty of time: the schedule as it is.
+        assert_eq!(b.next_wait(6, Some(ms(9_000))), Some(ms(5_000)));
+        // A wait that would pass the deadline ends the margin before it...
+        assert_eq!(b.next_wait(6, Some(ms(2_000))), Some(ms(1_900)));
+        // ...and then the schedule gives up.
+        assert_eq!(b.next_wait(7, Some(ms(100))), None);
+        assert_eq!(b.next_wait(7, Some(Duration::ZERO)), None);
+        // The wait count still bounds it.
+        assert_eq!(b.next_wait(10, Some(ms(60_000))), None);
     }
 }

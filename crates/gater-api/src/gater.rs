@@ -1009,16 +1009,16 @@ impl Gater {
                 None => self.any_worker(&avoid),
             };
             let Some(lease) = lease else {
-                if waits >= backoff.attempts {
+                let Some(wait) = backoff.next_wait(waits, crate::deadline::remaining()) else {
                     let e = GaterError::NoWorkers {
                         store: store.map_or_else(|| "*".into(), |s| s.0.clone()),
                     };
                     c.error(&e);
                     return Err(CallFailure::Final(e));
-                }
+                };
                 c.inc(&c.no_worker_waits);
                 inner.registry.request_refresh();
-                tokio::time::sleep(backoff.delay(waits)).await;
+                tokio::time::sleep(wait).await;
                 waits += 1;
                 continue;
             };
@@ -1179,15 +1179,17 @@ impl Gater {
         store: &StoreId,
     ) -> Result<gater_registry::WorkerLease, GaterError> {
         let backoff = self.inner.config.no_workers;
-        for attempt in 0..=backoff.attempts {
+        let mut attempt = 0;
+        loop {
             if let Some(l) = self.inner.registry.select(store, Route::Leader) {
                 return Ok(l);
             }
-            if attempt == backoff.attempts {
+            let Some(wait) = backoff.next_wait(attempt, crate::deadline::remaining()) else {
                 break;
-            }
+            };
             self.inner.registry.request_refresh();
-            tokio::time::sleep(backoff.delay(attempt)).await;
+            tokio::time::sleep(wait).await;
+            attempt += 1;
         }
         Err(GaterError::NoWorkers {
             store: store.0.clone(),

@@ -48,6 +48,7 @@
 #![forbid(unsafe_code)]
 
 mod config;
+mod deadline;
 mod error;
 mod gater;
 mod metrics;
@@ -57,6 +58,7 @@ mod status;
 mod subscription;
 
 pub use config::{GaterConfig, NoWorkersBackoff};
+pub use deadline::with_deadline;
 pub use error::GaterError;
 pub use gater::Gater;
 pub use metrics::GaterMetrics;

@@ -50,11 +50,15 @@ pub fn from_gater(e: GaterError) -> ApiError {
     }
 }
 
-/// Runs an API call within the request time-out (504 past it).
+/// Runs an API call within the request time-out (504 past it). The same deadline bounds
+/// gater-api's no-workers back-off, so a store without workers answers 503 `no_workers`
+/// before the time-out rather than 504.
 async fn call<T>(
     st: &AppState,
     f: impl std::future::Future<Output = std::result::Result<T, GaterError>>,
 ) -> Result<T> {
+    let deadline = Instant::now() + st.limits.request_timeout;
+    let f = gater_api::with_deadline(deadline, f);
     match tokio::time::timeout(st.limits.request_timeout, f).await {
         Ok(r) => r.map_err(|e| {
             if matches!(e, GaterError::StoreNotFound { .. }) {

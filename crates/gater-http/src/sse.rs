@@ -84,7 +84,9 @@ pub async fn events(
         sub = sub.start_from(id + 1);
     }
     let single_stream = matches!(sub.selector, Selector::Stream(_));
-    let source = tokio::time::timeout(st.limits.request_timeout, st.gater.subscribe(sub))
+    let deadline = std::time::Instant::now() + st.limits.request_timeout;
+    let subscribing = gater_api::with_deadline(deadline, st.gater.subscribe(sub));
+    let source = tokio::time::timeout(st.limits.request_timeout, subscribing)
         .await
         .map_err(|_| {
             ApiError::new(
