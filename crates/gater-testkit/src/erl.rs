@@ -95,10 +95,28 @@ pub struct Epmd {
 impl Epmd {
     /// Starts EPMD on a free port and returns once it accepts connections.
     pub fn start() -> Result<Self, ErlError> {
+        Self::start_on(&[])
+    }
+
+    /// Starts EPMD on a free port, listening on 127.0.0.1 and on each of `also` (node
+    /// addresses other than 127.0.0.1: a peer asks the EPMD at a node's host), and returns
+    /// once it accepts connections.
+    pub fn start_on(also: &[Ipv4Addr]) -> Result<Self, ErlError> {
         let program = find_program("epmd")?;
         let port = free_tcp_port();
+        let mut addresses = vec![Ipv4Addr::LOCALHOST];
+        for a in also {
+            if !addresses.contains(a) {
+                addresses.push(*a);
+            }
+        }
+        let addresses = addresses
+            .iter()
+            .map(Ipv4Addr::to_string)
+            .collect::<Vec<_>>()
+            .join(",");
         let child = Command::new(program)
-            .args(["-port", &port.to_string(), "-address", "127.0.0.1"])
+            .args(["-port", &port.to_string(), "-address", &addresses])
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -142,8 +160,12 @@ impl Drop for Epmd {
 /// How to start an Erlang node.
 #[derive(Debug, Clone)]
 pub struct NodeSpec {
-    /// The node name before the `@` (the host is always 127.0.0.1).
+    /// The node name before the `@`.
     pub name: String,
+    /// The host part of the name and the only address the node's distribution listens on
+    /// (and, when not 127.0.0.1, connects from): 127.0.0.1 unless set with
+    /// [`NodeSpec::host`].
+    pub host: Ipv4Addr,
     /// The distribution cookie.
     pub cookie: String,
     /// Code paths (`-pa`).
@@ -162,6 +184,7 @@ impl NodeSpec {
     pub fn new(name: impl Into<String>, cookie: impl Into<String>) -> Self {
         Self {
             name: name.into(),
+            host: Ipv4Addr::LOCALHOST,
             cookie: cookie.into(),
             code_paths: Vec::new(),
             extra_args: Vec::new(),
@@ -173,6 +196,16 @@ impl NodeSpec {
     /// Sets the expressions run at start.
     pub fn eval(mut self, code: impl Into<String>) -> Self {
         self.eval = code.into();
+        self
+    }
+
+    /// Sets the node's address (`name@host`): its distribution listens there only and,
+    /// unless it is 127.0.0.1, its outgoing distribution connections are bound to it, so
+    /// that every packet of the node carries this address (what a network fault on that
+    /// address acts on). The address must be configured on this machine's (or network
+    /// namespace's) loopback device.
+    pub fn host(mut self, host: Ipv4Addr) -> Self {
+        self.host = host;
         self
     }
 
@@ -207,13 +240,23 @@ impl ErlNode {
     /// Starts a node registered with `epmd` and waits until its `eval` has run.
     pub fn start(epmd: &Epmd, spec: NodeSpec) -> Result<Self, ErlError> {
         let program = find_program("erl")?;
-        let full_name = format!("{}@127.0.0.1", spec.name);
+        let full_name = format!("{}@{}", spec.name, spec.host);
+        let ip = erl_ip(spec.host);
         let mut cmd = Command::new(program);
         cmd.env("ERL_EPMD_PORT", epmd.port().to_string())
             .args(["-noshell", "-noinput", "-name", &full_name])
             .args(["-setcookie", &spec.cookie])
-            // Distribution listens on loopback only.
-            .args(["-kernel", "inet_dist_use_interface", "{127,0,0,1}"]);
+            // Distribution listens on its own (loopback) address only.
+            .args(["-kernel", "inet_dist_use_interface", &ip]);
+        if spec.host != Ipv4Addr::LOCALHOST {
+            // Outgoing connections leave from the node's address too (the kernel would
+            // otherwise pick the peer's address as the source on `lo`).
+            cmd.args([
+                "-kernel",
+                "inet_dist_connect_options",
+                &format!("[{{ip,{ip}}}]"),
+            ]);
+        }
         for p in &spec.code_paths {
             cmd.arg("-pa").arg(p);
         }
@@ -243,7 +286,7 @@ impl ErlNode {
         Ok(node)
     }
 
-    /// The full node name, `name@127.0.0.1`.
+    /// The full node name, `name@host`.
     pub fn name(&self) -> &str {
         &self.name
     }
@@ -298,6 +341,36 @@ impl ErlNode {
 impl Drop for ErlNode {
     fn drop(&mut self) {
         self.kill();
+    }
+}
+
+/// An address as an Erlang tuple: `{127,0,0,1}`.
+pub fn erl_ip(a: Ipv4Addr) -> String {
+    let [a, b, c, d] = a.octets();
+    format!("{{{a},{b},{c},{d}}}")
+}
+
+/// Whether `addr` may be given to a node: an address in 127.0.0.0/8, or one configured on
+/// the loopback device `lo` of the current network namespace (as `ip -o -4 addr show dev
+/// lo` lists it). Anything else could put a node on a real network: refused.
+pub fn check_loopback_addr(addr: Ipv4Addr) -> Result<(), String> {
+    if addr.is_loopback() {
+        return Ok(());
+    }
+    let out = Command::new("ip")
+        .args(["-o", "-4", "addr", "show", "dev", "lo"])
+        .output()
+        .map_err(|e| format!("{addr}: cannot list the addresses of `lo` (ip: {e})"))?;
+    let listed = String::from_utf8_lossy(&out.stdout);
+    let on_lo = listed
+        .split_whitespace()
+        .any(|w| w.split('/').next().and_then(|a| a.parse::<Ipv4Addr>().ok()) == Some(addr));
+    if on_lo {
+        Ok(())
+    } else {
+        Err(format!(
+            "{addr} is neither in 127.0.0.0/8 nor configured on `lo` here: a node there could reach a real network"
+        ))
     }
 }
 

@@ -3,7 +3,7 @@
 //!
 //! ```text
 //!   test ── Testbed::start ──> private EPMD (own port)
-//!                     ├──────> node 0..N (erl, -name <unique>n<i>@127.0.0.1, own data dir)
+//!                     ├──────> node 0..N (erl, -name <unique>n<i>@127.0.0.1 or its own address, own data dir)
 //!                     └──────> control node (hidden; runs expressions for eval/fault hooks)
 //! ```
 //!
@@ -19,7 +19,9 @@
 //! # drop(nodes);
 //! ```
 
-use crate::erl::{Epmd, ErlError, ErlNode, NodeSpec, find_program, unique_name};
+use crate::erl::{
+    Epmd, ErlError, ErlNode, NodeSpec, check_loopback_addr, erl_ip, find_program, unique_name,
+};
 use crate::vectors::workspace_root;
 use std::io::{BufRead, BufReader, Write};
 use std::net::Ipv4Addr;
@@ -98,8 +100,17 @@ pub struct TestbedConfig {
     pub workers_per_store: usize,
     /// Distribution cookie.
     pub cookie: String,
-    /// Node names are `<prefix>_<pid>_<n>n<i>@127.0.0.1`.
+    /// Node names are `<prefix>_<pid>_<n>n<i>@<address>`.
     pub name_prefix: String,
+    /// Each node's own address (host part of its name, the only address its distribution
+    /// listens on and connects from), by node index; empty (the default): every node on
+    /// 127.0.0.1. Each must be in 127.0.0.0/8 or configured on `lo` (for example inside a
+    /// network namespace, where a fault can cut one address off). EPMD also listens on
+    /// them; the control node stays on 127.0.0.1.
+    pub node_addrs: Vec<Ipv4Addr>,
+    /// `-kernel net_ticktime` of the nodes and the control node, in seconds; `None`: OTP's
+    /// default (60).
+    pub net_ticktime: Option<u32>,
     /// How long followers take to make a replicated write readable (0: at once).
     pub lag_ms: u64,
     /// Gossip heartbeats, or none.
@@ -114,6 +125,8 @@ impl Default for TestbedConfig {
             workers_per_store: 2,
             cookie: "testbed_cookie".into(),
             name_prefix: "tb".into(),
+            node_addrs: Vec::new(),
+            net_ticktime: None,
             lag_ms: 0,
             gossip: None,
         }
@@ -152,14 +165,14 @@ impl Testbed {
     pub fn start(config: TestbedConfig) -> Result<Self, TestbedError> {
         validate(&config)?;
         let ebin = ensure_compiled()?;
-        let epmd = Epmd::start()?;
+        let epmd = Epmd::start_on(&config.node_addrs)?;
         let base = unique_name(&config.name_prefix);
         let data = DataDir::create(&unique_name("exesdb-testbed"))?;
         let names: Vec<String> = (0..config.nodes)
-            .map(|i| format!("{base}n{i}@127.0.0.1"))
+            .map(|i| format!("{base}n{i}@{}", node_addr(&config, i)))
             .collect();
         let ctl_name = format!("{base}ctl");
-        let ctl = Control::start(&epmd, &ctl_name, &config.cookie, &ebin)?;
+        let ctl = Control::start(&epmd, &ctl_name, &config, &ebin)?;
         let tb = Testbed {
             ctl: Mutex::new(ctl),
             nodes: Mutex::new(Vec::new()),
@@ -211,14 +224,16 @@ impl Testbed {
             dir.display(),
             self.ctl_name
         );
-        let short = name.trim_end_matches("@127.0.0.1");
+        let short = name.split('@').next().unwrap_or(name);
         let spec = NodeSpec::new(short, &c.cookie)
+            .host(node_addr(c, i))
             .code_path(&self.ebin)
+            .args(ticktime_args(c))
             .eval(boot);
         Ok(ErlNode::start(&self.epmd, spec)?)
     }
 
-    /// Full node names (`...@127.0.0.1`), index = node number.
+    /// Full node names (`...@<address>`), index = node number.
     pub fn node_names(&self) -> Vec<String> {
         self.names.clone()
     }
@@ -226,6 +241,11 @@ impl Testbed {
     /// The full name of node `i`.
     pub fn node_name(&self, i: usize) -> &str {
         &self.names[i]
+    }
+
+    /// Node `i`'s address (127.0.0.1 unless [`TestbedConfig::node_addrs`] says otherwise).
+    pub fn node_addr(&self, i: usize) -> Ipv4Addr {
+        node_addr(&self.config, i)
     }
 
     /// The cookie of every node.
@@ -427,6 +447,16 @@ impl Testbed {
     }
 }
 
+fn node_addr(c: &TestbedConfig, i: usize) -> Ipv4Addr {
+    c.node_addrs.get(i).copied().unwrap_or(Ipv4Addr::LOCALHOST)
+}
+
+fn ticktime_args(c: &TestbedConfig) -> Vec<String> {
+    c.net_ticktime.map_or_else(Vec::new, |t| {
+        vec!["-kernel".into(), "net_ticktime".into(), t.to_string()]
+    })
+}
+
 /// Escapes a string for an Erlang binary literal `<<"...">>` (UTF-8 source).
 fn erl_escape(s: &str) -> String {
     s.replace('\\', "\\\\").replace('"', "\\\"")
@@ -453,6 +483,24 @@ fn validate(c: &TestbedConfig) -> Result<(), TestbedError> {
     if !ok_name(&c.cookie) || !ok_name(&c.name_prefix) {
         return Err(TestbedError::Config(
             "cookie and name prefix are [A-Za-z0-9_-]+".into(),
+        ));
+    }
+    if !c.node_addrs.is_empty() && c.node_addrs.len() != c.nodes {
+        return Err(TestbedError::Config(format!(
+            "node_addrs: {} addresses for {} nodes",
+            c.node_addrs.len(),
+            c.nodes
+        )));
+    }
+    for (i, a) in c.node_addrs.iter().enumerate() {
+        if c.node_addrs[..i].contains(a) {
+            return Err(TestbedError::Config(format!("node_addrs: {a} twice")));
+        }
+        check_loopback_addr(*a).map_err(TestbedError::Config)?;
+    }
+    if c.net_ticktime == Some(0) {
+        return Err(TestbedError::Config(
+            "net_ticktime must be at least 1 s".into(),
         ));
     }
     if let Some(g) = &c.gossip {
@@ -503,13 +551,23 @@ struct Control {
 }
 
 impl Control {
-    fn start(epmd: &Epmd, name: &str, cookie: &str, ebin: &Path) -> Result<Self, TestbedError> {
+    fn start(
+        epmd: &Epmd,
+        name: &str,
+        config: &TestbedConfig,
+        ebin: &Path,
+    ) -> Result<Self, TestbedError> {
         let erl = find_program("erl")?;
         let mut child = Command::new(erl)
             .env("ERL_EPMD_PORT", epmd.port().to_string())
             .args(["-noshell", "-hidden", "-name", &format!("{name}@127.0.0.1")])
-            .args(["-setcookie", cookie])
-            .args(["-kernel", "inet_dist_use_interface", "{127,0,0,1}"])
+            .args(["-setcookie", &config.cookie])
+            .args([
+                "-kernel",
+                "inet_dist_use_interface",
+                &erl_ip(Ipv4Addr::LOCALHOST),
+            ])
+            .args(ticktime_args(config))
             .arg("-pa")
             .arg(ebin)
             .args(["-eval", "testbed_ctl:repl()"])
@@ -767,6 +825,56 @@ mod tests {
             ))
             .expect("opens");
         assert_eq!(node, tb.node_name(0));
+    }
+
+    #[test]
+    fn nodes_can_have_addresses_of_their_own() {
+        let tb = Testbed::start(TestbedConfig {
+            nodes: 2,
+            node_addrs: vec![Ipv4Addr::new(127, 0, 0, 2), Ipv4Addr::new(127, 0, 0, 3)],
+            net_ticktime: Some(10),
+            ..TestbedConfig::default()
+        })
+        .expect("testbed starts");
+        assert!(
+            tb.node_name(0).ends_with("@127.0.0.2"),
+            "{}",
+            tb.node_name(0)
+        );
+        assert_eq!(tb.node_addr(1), Ipv4Addr::new(127, 0, 0, 3));
+        assert_eq!(
+            tb.eval(1, "net_kernel:get_net_ticktime()").expect("eval"),
+            "10"
+        );
+        // Node 1 reached node 0 from its own address: the peer sees 127.0.0.3.
+        let peer = tb
+            .eval(
+                0,
+                &format!(
+                    "{{ok, Info}} = net_kernel:node_info('{}'), {{_, A}} = lists:keyfind(address, 1, Info), element(1, element(2, A))",
+                    tb.node_name(1)
+                ),
+            )
+            .expect("peer address");
+        assert_eq!(peer, "{127,0,0,3}");
+        let first = tb.node_name(0).to_string();
+        tb.eval_local(&format!("testbed:smoke('{first}', reg_gh)"))
+            .expect("smoke");
+    }
+
+    #[test]
+    fn a_node_address_off_loopback_is_refused() {
+        for addr in [Ipv4Addr::new(192, 0, 2, 1), Ipv4Addr::BROADCAST] {
+            let config = TestbedConfig {
+                nodes: 1,
+                node_addrs: vec![addr],
+                ..TestbedConfig::default()
+            };
+            assert!(
+                matches!(Testbed::start(config), Err(TestbedError::Config(_))),
+                "{addr}"
+            );
+        }
     }
 
     #[test]
