@@ -184,6 +184,14 @@ pub(crate) struct CoreConfig {
     pub net_ticktime: Duration,
 }
 
+/// The values of the gauges a core last added to the pool's metrics.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Gauges {
+    pub local_pids: u64,
+    pub peer_monitors: u64,
+    pub own_monitors: u64,
+}
+
 pub(crate) struct Core {
     local: Arc<Local>,
     config: CoreConfig,
@@ -195,8 +203,10 @@ pub(crate) struct Core {
     procs: HashMap<u32, LocalProc>,
     /// Registered names of local processes.
     names: HashMap<String, u32>,
-    /// Monitors peers hold on registered names we serve (`rex`), by reference.
-    name_watchers: usize,
+    /// Monitors peers hold on registered names we serve (`rex`): their references.
+    name_watchers: Vec<Term>,
+    /// This core's share of the pool's gauges, as last published.
+    published: Gauges,
     out: Vec<u8>,
     out_pos: usize,
     last_out: Instant,
@@ -222,7 +232,8 @@ impl Core {
             monitor_keys: HashMap::new(),
             procs,
             names: HashMap::new(),
-            name_watchers: 0,
+            name_watchers: Vec::new(),
+            published: Gauges::default(),
             out: Vec::with_capacity(64 * 1024),
             out_pos: 0,
             last_out: now,
@@ -240,6 +251,43 @@ impl Core {
     #[cfg(test)]
     pub(crate) fn monitors_held(&self) -> usize {
         self.monitors.len()
+    }
+
+    /// The gauges as counted from the tables now (what [`Core::publish_gauges`] adds).
+    pub(crate) fn gauges(&self) -> Gauges {
+        Gauges {
+            local_pids: self.procs.keys().filter(|&&n| n != CALLER_PID).count() as u64,
+            peer_monitors: (self.name_watchers.len()
+                + self.procs.values().map(|p| p.watchers.len()).sum::<usize>())
+                as u64,
+            own_monitors: self.monitors.len() as u64,
+        }
+    }
+
+    /// The gauges this core last published.
+    #[cfg(test)]
+    pub(crate) fn published_gauges(&self) -> Gauges {
+        self.published
+    }
+
+    /// Publishes this core's share of every gauge, counted from its tables.
+    fn publish_gauges(&mut self) {
+        let now = self.gauges();
+        let m = &self.metrics;
+        let p = &mut self.published;
+        Metrics::set_share(&m.local_pids, &mut p.local_pids, now.local_pids);
+        Metrics::set_share(&m.peer_monitors, &mut p.peer_monitors, now.peer_monitors);
+        Metrics::set_share(&m.own_monitors, &mut p.own_monitors, now.own_monitors);
+    }
+
+    /// Publishes only `own_monitors` (cheap: on the calls' path).
+    fn publish_own_monitors(&mut self) {
+        let now = self.monitors.len() as u64;
+        Metrics::set_share(
+            &self.metrics.own_monitors,
+            &mut self.published.own_monitors,
+            now,
+        );
     }
 
     /// Bytes waiting to be written.
@@ -328,26 +376,26 @@ impl Core {
                 }
                 Metrics::add(&self.metrics.in_flight, 1);
                 let mon_key = monitor.map(|(mk, target)| {
-                    let entry = match self.monitors.get_mut(&mk) {
-                        Some(m) => m,
-                        None => {
-                            let ref_key = self.local.next_ref_key();
-                            let control = tuple(vec![
-                                int(wire::MONITOR_P),
-                                Term::from(self.local.caller.clone()),
-                                target.clone(),
-                                Term::from(self.local.reference(ref_key)),
-                            ]);
-                            self.push(&control, None, now);
-                            self.monitor_keys.insert(ref_key, mk.clone());
-                            self.monitors.entry(mk.clone()).or_insert(Monitor {
-                                key: ref_key,
-                                target,
-                                calls: 0,
-                            })
-                        }
-                    };
-                    entry.calls += 1;
+                    if let Some(m) = self.monitors.get_mut(&mk) {
+                        m.calls += 1;
+                    } else {
+                        let ref_key = self.local.next_ref_key();
+                        let control = tuple(vec![
+                            int(wire::MONITOR_P),
+                            Term::from(self.local.caller.clone()),
+                            target.clone(),
+                            Term::from(self.local.reference(ref_key)),
+                        ]);
+                        self.push(&control, None, now);
+                        self.monitor_keys.insert(ref_key, mk.clone());
+                        let m = Monitor {
+                            key: ref_key,
+                            target,
+                            calls: 1,
+                        };
+                        self.monitors.insert(mk.clone(), m);
+                        self.publish_own_monitors();
+                    }
                     mk
                 });
                 self.out.extend_from_slice(&frame);
@@ -379,6 +427,7 @@ impl Core {
                         ..Default::default()
                     },
                 );
+                self.publish_gauges();
             }
             Command::Register {
                 number,
@@ -422,6 +471,7 @@ impl Core {
         }
         if let Some(m) = self.monitors.remove(mk) {
             self.monitor_keys.remove(&m.key);
+            self.publish_own_monitors();
             let control = tuple(vec![
                 int(wire::DEMONITOR_P),
                 Term::from(self.local.caller.clone()),
@@ -800,8 +850,8 @@ impl Core {
     fn peer_monitors(&mut self, watcher: &Term, target: &Term, reference: &Term, now: Instant) {
         Metrics::add(&self.metrics.served_requests, 1);
         if as_atom(target).is_some_and(is_served_name) {
-            self.name_watchers += 1;
-            return;
+            self.name_watchers.push(reference.clone());
+            return self.publish_gauges();
         }
         let number = match target {
             Term::Atom(a) => self.names.get(&a.name).copied(),
@@ -810,7 +860,7 @@ impl Core {
         if let Some(p) = number.and_then(|n| self.procs.get_mut(&n)) {
             p.watchers
                 .push((watcher.clone(), reference.clone(), target.clone()));
-            return;
+            return self.publish_gauges();
         }
         // As OTP: a monitor on a process that does not exist fires at once.
         let control = tuple(vec![
@@ -825,8 +875,8 @@ impl Core {
 
     fn peer_demonitors(&mut self, target: &Term, reference: &Term) {
         if as_atom(target).is_some_and(is_served_name) {
-            self.name_watchers = self.name_watchers.saturating_sub(1);
-            return;
+            self.name_watchers.retain(|r| r != reference);
+            return self.publish_gauges();
         }
         let number = match target {
             Term::Atom(a) => self.names.get(&a.name).copied(),
@@ -834,6 +884,7 @@ impl Core {
         };
         if let Some(p) = number.and_then(|n| self.procs.get_mut(&n)) {
             p.watchers.retain(|(_, r, _)| r != reference);
+            self.publish_gauges();
         }
     }
 
@@ -874,6 +925,7 @@ impl Core {
             return;
         };
         self.monitors.remove(&mk);
+        self.publish_own_monitors();
         let keys: Vec<u64> = self
             .calls
             .iter()
@@ -906,6 +958,7 @@ impl Core {
         if let Some(name) = &p.name {
             self.names.remove(name);
         }
+        self.publish_gauges();
         let me = Term::from(self.local.pid(number));
         for (watcher, reference, by) in p.watchers {
             let control = tuple(vec![
@@ -925,6 +978,13 @@ impl Core {
 
     /// The connection is gone: every call in flight fails, every mailbox closes.
     pub(crate) fn fail_all(&mut self) {
+        // Gauges first: a caller told of the loss sees them already withdrawn.
+        self.monitors.clear();
+        self.monitor_keys.clear();
+        self.procs.clear();
+        self.names.clear();
+        self.name_watchers.clear();
+        self.publish_gauges();
         let node = self.local.peer.clone();
         for (_, p) in self.calls.drain() {
             self.metrics.in_flight.fetch_sub(1, Ordering::Relaxed);
@@ -933,10 +993,6 @@ impl Core {
             let _ = p.reply.send(Err(e));
         }
         self.deadlines.clear();
-        self.monitors.clear();
-        self.monitor_keys.clear();
-        self.procs.clear();
-        self.names.clear();
     }
 }
 

@@ -423,3 +423,138 @@ fn a_mailbox_that_overflows_is_closed_and_its_watchers_told() {
     h.receive(send(), Some(atom("third"))).expect("frame");
     assert_eq!(h.metrics.snapshot().dropped_messages, 2);
 }
+
+/// The gauges the core published, the ones its tables count, and the pool's: all equal.
+fn gauges(h: &Harness) -> (u64, u64, u64) {
+    let g = h.core.gauges();
+    assert_eq!(g, h.core.published_gauges(), "published = counted");
+    let m = h.metrics.snapshot();
+    assert_eq!(
+        (m.local_pids, m.peer_monitors, m.own_monitors),
+        (g.local_pids, g.peer_monitors, g.own_monitors),
+        "pool's = core's"
+    );
+    (g.local_pids, g.peer_monitors, g.own_monitors)
+}
+
+#[test]
+fn leak_gauges_follow_the_tables_and_return_to_zero() {
+    let mut h = Harness::new();
+    assert_eq!(gauges(&h), (0, 0, 0));
+    // Calls: one monitor per target while calls to it are in flight.
+    let (k1, _r1) = h.call(&peer_pid(1), Duration::from_secs(5));
+    let (k2, _r2) = h.call(&peer_pid(1), Duration::from_secs(5));
+    let (_k3, mut r3) = h.call(&peer_pid(2), Duration::from_secs(5));
+    assert_eq!(gauges(&h), (0, 0, 2));
+    h.reply(k1, atom("a"));
+    assert_eq!(gauges(&h), (0, 0, 2));
+    h.reply(k2, atom("b"));
+    assert_eq!(gauges(&h), (0, 0, 1));
+    // The other target's monitor fires.
+    let sent = h.sent();
+    let mon = sent
+        .iter()
+        .find(|(c, _)| op(c) == wire::MONITOR_P && el(c, 2) == Term::from(peer_pid(2)))
+        .expect("monitor of pid 2")
+        .0
+        .clone();
+    h.receive(
+        tuple(vec![
+            int(wire::MONITOR_P_EXIT),
+            Term::from(peer_pid(2)),
+            el(&mon, 1),
+            el(&mon, 3),
+            atom("killed"),
+        ]),
+        None,
+    )
+    .expect("frame");
+    assert!(matches!(
+        r3.try_recv(),
+        Ok(Err(CallError::TargetDown { .. }))
+    ));
+    assert_eq!(gauges(&h), (0, 0, 0));
+    // A time-out also releases the monitor.
+    let (_k4, _r4) = h.call(&peer_pid(3), Duration::from_secs(1));
+    assert_eq!(gauges(&h), (0, 0, 1));
+    h.now += Duration::from_secs(2);
+    h.core.handle_timeout(h.now).expect("alive");
+    assert_eq!(gauges(&h), (0, 0, 0));
+
+    // Mailboxes, and peers monitoring them (by pid, by name) and rex.
+    let open = |h: &mut Harness| {
+        let (tx, rx) = tokio::sync::mpsc::channel(8);
+        let number = h.local.next_pid_number();
+        h.core
+            .handle_command(Command::OpenMailbox { number, tx }, h.now);
+        (number, rx)
+    };
+    let (a, _ra) = open(&mut h);
+    let (b, _rb) = open(&mut h);
+    assert_eq!(gauges(&h), (2, 0, 0));
+    let (pid_a, ghost) = (Term::from(h.local.pid(a)), Term::from(h.local.pid(4242)));
+    let (reg_tx, _reg_rx) = oneshot::channel();
+    h.core.handle_command(
+        Command::Register {
+            number: b,
+            name: "inbox".into(),
+            reply: reg_tx,
+        },
+        h.now,
+    );
+    let peer_ref = |n: u32| {
+        Term::from(eetf::Reference {
+            node: PEER.into(),
+            id: vec![n, 0, 0],
+            creation: 99,
+        })
+    };
+    let watcher = Term::from(peer_pid(7));
+    let monitor = |h: &mut Harness, target: Term, n: u32| {
+        h.receive(
+            tuple(vec![
+                int(wire::MONITOR_P),
+                watcher.clone(),
+                target,
+                peer_ref(n),
+            ]),
+            None,
+        )
+        .expect("frame");
+    };
+    monitor(&mut h, pid_a.clone(), 1);
+    monitor(&mut h, pid_a.clone(), 2);
+    monitor(&mut h, atom("inbox"), 3);
+    monitor(&mut h, atom("rex"), 4);
+    // On a pid we do not have: answered noproc, nothing held.
+    monitor(&mut h, ghost, 5);
+    assert_eq!(gauges(&h), (2, 4, 0));
+    let demonitor = |h: &mut Harness, target: Term, n: u32| {
+        h.receive(
+            tuple(vec![
+                int(wire::DEMONITOR_P),
+                watcher.clone(),
+                target,
+                peer_ref(n),
+            ]),
+            None,
+        )
+        .expect("frame");
+    };
+    demonitor(&mut h, pid_a.clone(), 1);
+    demonitor(&mut h, atom("rex"), 4);
+    // A demonitor for a monitor nobody holds changes nothing.
+    demonitor(&mut h, atom("rex"), 4);
+    demonitor(&mut h, pid_a.clone(), 9);
+    assert_eq!(gauges(&h), (2, 2, 0));
+    // Closing a mailbox frees its pid and its watchers.
+    h.core
+        .handle_command(Command::CloseMailbox { number: a }, h.now);
+    assert_eq!(gauges(&h), (1, 1, 0));
+    // The connection closes: everything it held is withdrawn.
+    monitor(&mut h, atom("rex"), 6);
+    let (_k5, _r5) = h.call(&peer_pid(3), Duration::from_secs(5));
+    assert_eq!(gauges(&h), (1, 2, 1));
+    h.core.fail_all();
+    assert_eq!(gauges(&h), (0, 0, 0));
+}

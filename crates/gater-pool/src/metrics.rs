@@ -27,11 +27,25 @@ pub(crate) struct Metrics {
     pub oversize_frames: AtomicU64,
     pub dropped_messages: AtomicU64,
     pub served_requests: AtomicU64,
+    pub local_pids: AtomicU64,
+    pub peer_monitors: AtomicU64,
+    pub own_monitors: AtomicU64,
 }
 
 impl Metrics {
     pub(crate) fn add(c: &AtomicU64, n: u64) {
         c.fetch_add(n, Relaxed);
+    }
+
+    /// Moves gauge `g` from `*published` to `now`: each core publishes its own share of a
+    /// gauge this way, so the sum over connections is exact and cannot drift.
+    pub(crate) fn set_share(g: &AtomicU64, published: &mut u64, now: u64) {
+        if now > *published {
+            g.fetch_add(now - *published, Relaxed);
+        } else if now < *published {
+            g.fetch_sub(*published - now, Relaxed);
+        }
+        *published = now;
     }
 
     pub(crate) fn count_error(&self, e: &CallError) {
@@ -74,6 +88,9 @@ impl Metrics {
             oversize_frames: g(&self.oversize_frames),
             dropped_messages: g(&self.dropped_messages),
             served_requests: g(&self.served_requests),
+            local_pids: g(&self.local_pids),
+            peer_monitors: g(&self.peer_monitors),
+            own_monitors: g(&self.own_monitors),
         }
     }
 }
@@ -97,7 +114,14 @@ pub struct CallErrorCounts {
     pub bad_reply: u64,
 }
 
-/// The pool's counters at one moment (monotonic except `in_flight`).
+/// The pool's counters at one moment.
+///
+/// Counters only grow, except the gauges `in_flight`, `local_pids`, `peer_monitors` and
+/// `own_monitors`, which say what is held *now*. Each connection publishes its share of
+/// a gauge from the size of the table it keeps (after every change, before any caller
+/// is answered), and withdraws it when it closes: a gauge that does not come back to
+/// its baseline once calls have ended, mailboxes are dropped and peers have let go is a
+/// leak.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct MetricsSnapshot {
     /// Calls and rpcs started.
@@ -132,4 +156,17 @@ pub struct MetricsSnapshot {
     pub dropped_messages: u64,
     /// Requests served for peers (rex calls, monitors, links).
     pub served_requests: u64,
+    /// Gauge: local processes alive now on all connections, that is open [`Mailbox`]es
+    /// (named ones included). The one caller pid per connection, which sends calls and
+    /// receives their replies, is not counted.
+    ///
+    /// [`Mailbox`]: crate::Mailbox
+    pub local_pids: u64,
+    /// Gauge: monitors that peer processes hold now on our local processes (mailboxes,
+    /// by pid or by registered name) and on the names we serve (`rex`, `net_kernel`).
+    pub peer_monitors: u64,
+    /// Gauge: monitors we hold now on peer processes, the ones that make calls fail
+    /// fast when their target dies (one per target with calls in flight; see
+    /// docs/pool.md).
+    pub own_monitors: u64,
 }

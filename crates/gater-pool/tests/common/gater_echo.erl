@@ -26,6 +26,17 @@ handle_cast({watch, Pid, ReportTo}, S) ->
         receive {'DOWN', Ref, process, _, Reason} -> ReportTo ! {down, Reason} end
     end),
     {noreply, S};
+%% A process that monitors Target (a pid or {Name, Node}) until told `let_go`.
+handle_cast({hold, Target, ReportTo}, S) ->
+    spawn(fun() ->
+        Ref = erlang:monitor(process, Target),
+        ReportTo ! {holding, Target, self()},
+        receive
+            let_go -> erlang:demonitor(Ref), ReportTo ! {let_go, Target};
+            {'DOWN', Ref, process, _, Reason} -> ReportTo ! {down, Reason}
+        end
+    end),
+    {noreply, S};
 handle_cast(_, S) -> {noreply, S}.
 
 handle_info(_, S) -> {noreply, S}.
