@@ -36,6 +36,24 @@ pub fn binary() -> Result<PathBuf> {
     )
 }
 
+/// The daemon's `net_ticktime` setting (seconds), when it has one.
+pub const NET_TICKTIME_ENV: &str = "EX_ESDB_GATER_NET_TICKTIME";
+
+/// Whether this daemon build has a `net_ticktime` setting (its `--help` names
+/// [`NET_TICKTIME_ENV`]).
+pub fn supports_net_ticktime() -> bool {
+    let Ok(bin) = binary() else {
+        return false;
+    };
+    ["--help", "run --help"].iter().any(|args| {
+        Command::new(&bin)
+            .args(args.split(' '))
+            .stdin(Stdio::null())
+            .output()
+            .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).contains(NET_TICKTIME_ENV))
+    })
+}
+
 /// A free loopback TCP port.
 pub fn free_port() -> u16 {
     gater_testkit::erl::free_tcp_port()

@@ -1,7 +1,10 @@
 //! A steady mixed load over the daemon's HTTP API: writers append one event per request
 //! to a stream of their own (so the acknowledged order is the stream's order), readers
-//! read versions and events. Every outcome is recorded with its time; every
-//! acknowledged append with its stream, event id and the version the daemon returned.
+//! read versions and events, SSE subscribers (optional) hold a subscription's event
+//! stream open for a while, read it, drop it and open it again. Every outcome is
+//! recorded with its time; every acknowledged append with its stream, event id and the
+//! version the daemon returned. The load can be paused (every task finishes its request
+//! and waits) so that the daemon's gauges can be read at rest.
 
 use serde_json::{Value, json};
 use std::sync::{Arc, Mutex};
@@ -28,6 +31,38 @@ pub struct LoadConfig {
     pub stream_prefix: String,
     /// Bearer token, when authentication is on.
     pub token: Option<String>,
+    /// SSE subscriber tasks (each opens the event stream of `sse_subscription`).
+    pub sse_subscribers: usize,
+    /// The subscription the SSE subscribers follow.
+    pub sse_subscription: String,
+    /// How long a subscriber keeps one stream open before dropping it.
+    pub sse_hold: Duration,
+}
+
+impl LoadConfig {
+    /// A load of `writers` and `readers` on `store` at `url`, no SSE subscribers, no
+    /// token, 20 s per-request time-out.
+    pub fn new(
+        url: &str,
+        store: &str,
+        stream_prefix: &str,
+        writers: usize,
+        readers: usize,
+    ) -> Self {
+        Self {
+            url: url.to_owned(),
+            store: store.to_owned(),
+            writers,
+            readers,
+            pace: None,
+            timeout: Duration::from_secs(20),
+            stream_prefix: stream_prefix.to_owned(),
+            token: None,
+            sse_subscribers: 0,
+            sse_subscription: String::new(),
+            sse_hold: Duration::from_secs(2),
+        }
+    }
 }
 
 /// One request's outcome.
@@ -37,6 +72,8 @@ pub struct Outcome {
     pub at: Duration,
     /// `true` for appends.
     pub write: bool,
+    /// `true` for an SSE stream (opened, read for a while, dropped).
+    pub sse: bool,
     /// Success.
     pub ok: bool,
     /// Status code or error kind on failure.
@@ -66,6 +103,8 @@ struct Shared {
 pub struct Load {
     started: Instant,
     stop: watch::Sender<bool>,
+    paused: watch::Sender<bool>,
+    busy: Arc<std::sync::atomic::AtomicUsize>,
     tasks: Vec<JoinHandle<()>>,
     shared: Arc<Mutex<Shared>>,
 }
@@ -75,6 +114,13 @@ impl Load {
     pub fn start(cfg: LoadConfig) -> Self {
         let started = Instant::now();
         let (stop, stop_rx) = watch::channel(false);
+        let (paused, paused_rx) = watch::channel(false);
+        let busy = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let gate = Gate {
+            stop: stop_rx.clone(),
+            paused: paused_rx,
+            busy: busy.clone(),
+        };
         let shared = Arc::new(Mutex::new(Shared::default()));
         let client = reqwest::Client::builder()
             .timeout(cfg.timeout)
@@ -88,7 +134,7 @@ impl Load {
                 cfg.clone(),
                 client.clone(),
                 started,
-                stop_rx.clone(),
+                gate.clone(),
                 shared.clone(),
             )));
         }
@@ -98,16 +144,53 @@ impl Load {
                 cfg.clone(),
                 client.clone(),
                 started,
-                stop_rx.clone(),
+                gate.clone(),
                 shared.clone(),
             )));
         }
+        // SSE streams stay open longer than any request: a client without a time-out.
+        let sse_client = reqwest::Client::builder()
+            .connect_timeout(cfg.timeout)
+            .build()
+            .unwrap_or_default();
+        for _ in 0..cfg.sse_subscribers {
+            tasks.push(tokio::spawn(subscriber(
+                cfg.clone(),
+                sse_client.clone(),
+                started,
+                gate.clone(),
+                shared.clone(),
+            )));
+        }
+        drop(stop_rx);
         Self {
             started,
             stop,
+            paused,
+            busy,
             tasks,
             shared,
         }
+    }
+
+    /// Pauses the load: every task finishes the request (or SSE stream) it is in, then
+    /// waits; returns once none is busy (bounded by `within`; `false` on time-out).
+    pub async fn pause(&self, within: Duration) -> bool {
+        let _ = self.paused.send(true);
+        let deadline = Instant::now() + within;
+        while self.busy.load(std::sync::atomic::Ordering::SeqCst) > 0 {
+            if Instant::now() > deadline {
+                return false;
+            }
+            // The tasks decrement the counter when a request ends; checked every 10 ms.
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        true
+    }
+
+    /// Resumes a paused load.
+    pub fn resume(&self) {
+        let _ = self.paused.send(false);
     }
 
     /// Time since the load started.
@@ -174,14 +257,67 @@ fn auth(rb: reqwest::RequestBuilder, token: &Option<String>) -> reqwest::Request
     }
 }
 
-async fn pace(cfg: &LoadConfig, stop: &mut watch::Receiver<bool>) -> bool {
+/// What every task watches: stop, pause, and the count of tasks inside a request.
+#[derive(Clone)]
+struct Gate {
+    stop: watch::Receiver<bool>,
+    paused: watch::Receiver<bool>,
+    busy: Arc<std::sync::atomic::AtomicUsize>,
+}
+
+/// Marks a task busy (inside a request) while alive.
+struct Busy(Arc<std::sync::atomic::AtomicUsize>);
+
+impl Drop for Busy {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+impl Gate {
+    fn stopped(&self) -> bool {
+        *self.stop.borrow()
+    }
+
+    /// Waits while paused; `None` once stopped, else the busy mark for one request.
+    async fn enter(&mut self) -> Option<Busy> {
+        loop {
+            if self.stopped() {
+                return None;
+            }
+            if !*self.paused.borrow_and_update() {
+                self.busy.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                // Re-check: pause() may have read the counter before our increment.
+                if *self.paused.borrow() {
+                    self.busy.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+                    continue;
+                }
+                return Some(Busy(self.busy.clone()));
+            }
+            // A closed channel: the load was dropped without stop(); end the task.
+            let open = tokio::select! {
+                r = self.paused.changed() => r.is_ok(),
+                r = self.stop.changed() => r.is_ok(),
+            };
+            if !open {
+                return None;
+            }
+        }
+    }
+}
+
+async fn pace(cfg: &LoadConfig, gate: &mut Gate) -> bool {
     if let Some(p) = cfg.pace {
         tokio::select! {
             _ = tokio::time::sleep(p) => {}
-            _ = stop.changed() => {}
+            r = gate.stop.changed() => {
+                if r.is_err() {
+                    return false;
+                }
+            }
         }
     }
-    !*stop.borrow()
+    !gate.stopped()
 }
 
 async fn writer(
@@ -189,7 +325,7 @@ async fn writer(
     cfg: LoadConfig,
     client: reqwest::Client,
     started: Instant,
-    mut stop: watch::Receiver<bool>,
+    mut gate: Gate,
     shared: Arc<Mutex<Shared>>,
 ) {
     let stream = format!("{}-w{w}", cfg.stream_prefix);
@@ -198,7 +334,7 @@ async fn writer(
         cfg.url, cfg.store
     );
     let mut seq: u64 = 0;
-    while !*stop.borrow() {
+    while let Some(busy) = gate.enter().await {
         seq += 1;
         let event_id = format!("{stream}-{seq}");
         let body = json!({"events": [{"event_type": "ChaosTick", "data": {"w": w, "seq": seq}, "event_id": event_id}]});
@@ -228,6 +364,7 @@ async fn writer(
             s.outcomes.push(Outcome {
                 at: started.elapsed(),
                 write: true,
+                sse: false,
                 ok,
                 error,
                 latency: t0.elapsed(),
@@ -240,7 +377,8 @@ async fn writer(
                 });
             }
         }
-        if !pace(&cfg, &mut stop).await {
+        drop(busy);
+        if !pace(&cfg, &mut gate).await {
             break;
         }
     }
@@ -251,11 +389,11 @@ async fn reader(
     cfg: LoadConfig,
     client: reqwest::Client,
     started: Instant,
-    mut stop: watch::Receiver<bool>,
+    mut gate: Gate,
     shared: Arc<Mutex<Shared>>,
 ) {
     let mut i = 0usize;
-    while !*stop.borrow() {
+    while let Some(busy) = gate.enter().await {
         i += 1;
         let stream = format!("{}-w{}", cfg.stream_prefix, (r + i) % cfg.writers.max(1));
         let url = if i % 2 == 0 {
@@ -283,12 +421,70 @@ async fn reader(
             s.outcomes.push(Outcome {
                 at: started.elapsed(),
                 write: false,
+                sse: false,
                 ok,
                 error,
                 latency: t0.elapsed(),
             });
         }
-        if !pace(&cfg, &mut stop).await {
+        drop(busy);
+        if !pace(&cfg, &mut gate).await {
+            break;
+        }
+    }
+}
+
+/// Opens the subscription's event stream, reads it for `sse_hold` (it must answer 200
+/// `text/event-stream` and the body must not fail), drops it, and again.
+async fn subscriber(
+    cfg: LoadConfig,
+    client: reqwest::Client,
+    started: Instant,
+    mut gate: Gate,
+    shared: Arc<Mutex<Shared>>,
+) {
+    let url = format!(
+        "{}/v1/stores/{}/subscriptions/{}/events",
+        cfg.url, cfg.store, cfg.sse_subscription
+    );
+    while let Some(busy) = gate.enter().await {
+        let t0 = Instant::now();
+        let error = match auth(client.get(&url), &cfg.token).send().await {
+            Ok(mut resp) if resp.status() == 200 => {
+                let mut stop = gate.stop.clone();
+                let mut paused = gate.paused.clone();
+                let read = async {
+                    loop {
+                        match resp.chunk().await {
+                            Ok(Some(_)) => {}
+                            Ok(None) => return Some("sse stream ended".to_owned()),
+                            Err(e) => return Some(format!("sse {}", client_error(&e))),
+                        }
+                    }
+                };
+                tokio::select! {
+                    e = read => e,
+                    _ = tokio::time::sleep(cfg.sse_hold) => None,
+                    _ = stop.changed() => None,
+                    _ = paused.wait_for(|p| *p) => None,
+                }
+                // The stream (and its connection) is dropped here.
+            }
+            Ok(resp) => Some(format!("sse {}", resp.status().as_u16())),
+            Err(e) => Some(format!("sse {}", client_error(&e))),
+        };
+        if let Ok(mut s) = shared.lock() {
+            s.outcomes.push(Outcome {
+                at: started.elapsed(),
+                write: false,
+                sse: true,
+                ok: error.is_none(),
+                error,
+                latency: t0.elapsed(),
+            });
+        }
+        drop(busy);
+        if !pace(&cfg, &mut gate).await {
             break;
         }
     }

@@ -1,20 +1,42 @@
 //! `gater-chaos chaos [--short] [--strict] [--out DIR]` and `gater-chaos soak [--minutes N] [--out DIR]`;
 //! run through `cargo xtask chaos`. Prints a Markdown report and exits non-zero when a
 //! promise was broken.
+//!
+//! `chaos` runs inside a network namespace of its own when it can (root, `ip netns`): it
+//! creates the namespace, runs itself again in it (`ip netns exec <ns> gater-chaos chaos
+//! ... --inside-netns <ns>`), waits, and deletes the namespace, also when interrupted.
+//! Without one, the cut-off fault is reported as skipped, unless
+//! `EXESDB_GATER_REQUIRE_NETNS=1`, which makes that a failure.
 
-use anyhow::{Result, bail};
-use gater_chaos::{ChaosOptions, SoakOptions, scenario};
+use anyhow::{Result, anyhow, bail};
+use gater_chaos::scenario::Network;
+use gater_chaos::{ChaosOptions, SoakOptions, netns, scenario};
+use std::future::Future;
 use std::path::PathBuf;
 use std::time::Duration;
 
 fn main() {
-    if let Err(e) = run() {
-        eprintln!("gater-chaos: {e:#}");
-        std::process::exit(1);
+    match run() {
+        Ok(code) => std::process::exit(code),
+        Err(e) => {
+            eprintln!("gater-chaos: {e:#}");
+            std::process::exit(1);
+        }
     }
 }
 
-fn run() -> Result<()> {
+/// Runs `f` until it ends or the process gets SIGINT/SIGTERM; on a signal `f` is
+/// dropped (which stops every process it started) and the run fails.
+async fn interruptible<T>(f: impl Future<Output = Result<T>>) -> Result<T> {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    tokio::select! {
+        r = f => r,
+        _ = tokio::signal::ctrl_c() => Err(anyhow!("interrupted (SIGINT)")),
+        _ = term.recv() => Err(anyhow!("terminated (SIGTERM)")),
+    }
+}
+
+fn run() -> Result<i32> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let flag = |name: &str| args.iter().any(|a| a == name);
     let value = |name: &str| {
@@ -40,23 +62,39 @@ fn run() -> Result<()> {
                 warm_up: (duration / 5).min(Duration::from_secs(120)),
                 out_dir,
             };
-            let r = rt.block_on(scenario::soak(&opts))?;
+            let r = rt.block_on(interruptible(scenario::soak(&opts)))?;
             println!("## Soak ({minutes} min)\n");
             println!(
-                "requests {}, errors {}, SSE streams opened and closed {}, RSS growth after warm-up {:+.1} %",
+                "requests {} (appends, reads, SSE streams), failed {}, SSE streams opened, read and dropped {}, RSS growth after warm-up {:+.1} %",
                 r.requests,
                 r.errors,
                 r.sse_cycles,
                 r.growth * 100.0
             );
             println!("\nRSS samples (s, kB): {:?}", r.rss);
-            println!("\n| gauge | after warm-up | at the end |\n|---|---|---|");
-            for (k, s, e) in &r.gauges {
-                println!("| `{k}` | {s} | {e} |");
+            println!(
+                "\n| gauge | asserted | at rest after warm-up | at the end | |\n|---|---|---|---|---|"
+            );
+            let show = |v: Option<f64>| v.map_or("missing".to_owned(), |v| v.to_string());
+            for g in &r.gauges {
+                println!(
+                    "| `{}` | {} | {} | {} | {} |",
+                    g.name,
+                    if g.required {
+                        "required"
+                    } else {
+                        "if exported"
+                    },
+                    show(g.baseline),
+                    show(g.end),
+                    if g.failure().is_some() {
+                        "**FAIL**"
+                    } else {
+                        "ok"
+                    }
+                );
             }
-            if !r.missing_gauges.is_empty() {
-                println!("\nmissing from /metrics: {}", r.missing_gauges.join(", "));
-            }
+            println!();
             for (n, v, log) in &r.verdicts {
                 println!(
                     "- replica `{n}`: {} acked, ok {}, check_log `{log}`",
@@ -64,18 +102,52 @@ fn run() -> Result<()> {
                     v.ok()
                 );
             }
-            if !r.ok() {
-                bail!("soak failed");
+            let failures = r.failures();
+            if !failures.is_empty() {
+                println!("\nsoak failed:");
+                for f in &failures {
+                    println!("- {f}");
+                }
+                bail!("soak failed: {}", failures.join("; "));
             }
-            Ok(())
+            Ok(0)
         }
         Some("chaos") | None => {
+            let network = match value("--inside-netns") {
+                Some(name) => {
+                    if !netns::inside(&name) {
+                        bail!("--inside-netns {name}: this process is not in that namespace");
+                    }
+                    Network::Namespace {
+                        name,
+                        addrs: (0..3).map(netns::node_addr).collect(),
+                    }
+                }
+                None => match netns::Netns::create(3) {
+                    Ok(ns) => return rt.block_on(run_inside(ns, &args)),
+                    Err(e) if netns::required() => {
+                        bail!(
+                            "{}=1, but no network namespace for the cut-off fault: {e:#}",
+                            netns::REQUIRE_ENV
+                        )
+                    }
+                    Err(e) => {
+                        eprintln!(
+                            "gater-chaos: no network namespace ({e:#}): running on the host's loopback, the cut-off fault is skipped"
+                        );
+                        Network::Host {
+                            reason: format!("{e:#}"),
+                        }
+                    }
+                },
+            };
             let opts = ChaosOptions {
                 short: flag("--short"),
                 strict: flag("--strict"),
                 out_dir,
+                network,
             };
-            let r = rt.block_on(scenario::chaos(&opts))?;
+            let r = rt.block_on(interruptible(scenario::chaos(&opts)))?;
             println!("## Chaos{}\n", if opts.short { " (short)" } else { "" });
             println!("{}", r.markdown());
             let divergent = r.divergent_replicas();
@@ -88,10 +160,59 @@ fn run() -> Result<()> {
             if !r.ok(opts.strict) {
                 bail!("chaos: a promise was broken (see the report above)");
             }
-            Ok(())
+            Ok(0)
         }
         Some(other) => {
             bail!("unknown command `{other}`: chaos [--short] [--strict] | soak [--minutes N]")
         }
     }
+}
+
+/// Runs this program again inside `ns` and returns its exit code; `ns` is deleted when
+/// this returns, panics or is interrupted (SIGINT/SIGTERM are passed on to the child,
+/// which stops its processes; whatever is left in the namespace is killed by pid).
+async fn run_inside(ns: netns::Netns, args: &[String]) -> Result<i32> {
+    let exe = std::env::current_exe()?;
+    eprintln!(
+        "gater-chaos: running in network namespace {} (nodes on {:?})",
+        ns.name(),
+        ns.addrs()
+    );
+    let mut child = tokio::process::Command::new("ip")
+        .args(["netns", "exec", ns.name()])
+        .arg(exe)
+        .args(args)
+        .args(["--inside-netns", ns.name()])
+        .kill_on_drop(true)
+        .spawn()?;
+    let pid = child.id();
+    let forward = |sig: &str| {
+        if let Some(pid) = pid {
+            // Our own child, by pid (`ip netns exec` execs the program: same pid).
+            let _ = std::process::Command::new("kill")
+                .args([&format!("-{sig}"), &pid.to_string()])
+                .status();
+        }
+    };
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    let status = tokio::select! {
+        st = child.wait() => Some(st?),
+        _ = tokio::signal::ctrl_c() => { forward("INT"); None }
+        _ = term.recv() => { forward("TERM"); None }
+    };
+    let status = match status {
+        Some(st) => st,
+        None => {
+            // The child stops its testbed and daemon when signalled; give it a moment.
+            match tokio::time::timeout(Duration::from_secs(20), child.wait()).await {
+                Ok(st) => st?,
+                Err(_) => {
+                    child.kill().await?;
+                    child.wait().await?
+                }
+            }
+        }
+    };
+    drop(ns);
+    Ok(status.code().unwrap_or(1))
 }

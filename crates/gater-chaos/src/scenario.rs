@@ -2,15 +2,36 @@
 
 use crate::daemon::Daemon;
 use crate::load::{Acked, Load, LoadConfig, Outcome};
+use crate::netns;
 use crate::verify::{self, Verdict};
 use anyhow::{Context, Result, bail};
 use gater_testkit::testbed::{Testbed, TestbedConfig};
 use std::fmt::Write as _;
+use std::net::Ipv4Addr;
 use std::path::PathBuf;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
 const STORE: &str = "reg_gh";
+
+/// Where the run's processes live.
+#[derive(Debug, Clone)]
+pub enum Network {
+    /// Inside the harness's own network namespace (this process runs in it): testbed
+    /// nodes on `addrs` (on the namespace's `lo`), everything else on 127.0.0.1; the
+    /// cut-off fault runs.
+    Namespace {
+        /// The namespace's name (every `ip` command names it).
+        name: String,
+        /// Node `i`'s address.
+        addrs: Vec<Ipv4Addr>,
+    },
+    /// On the host's loopback, every node on 127.0.0.1: the cut-off fault is skipped.
+    Host {
+        /// Why there is no namespace.
+        reason: String,
+    },
+}
 
 /// Options of `cargo xtask chaos`.
 #[derive(Debug, Clone)]
@@ -21,6 +42,8 @@ pub struct ChaosOptions {
     pub strict: bool,
     /// Folder for the daemon's log and the report.
     pub out_dir: PathBuf,
+    /// Namespace or host loopback.
+    pub network: Network,
 }
 
 /// What one fault did to the load.
@@ -44,6 +67,10 @@ pub struct FaultReport {
     pub recovery: Option<Duration>,
     /// Longest gap between two successful appends in the window.
     pub longest_write_gap: Duration,
+    /// Not run, and why (the cut-off fault without a network namespace).
+    pub skipped: Option<String>,
+    /// What else happened (for example: the node halted and was restarted).
+    pub note: Option<String>,
 }
 
 /// The whole chaos run.
@@ -83,7 +110,10 @@ impl ChaosReport {
                     && v.out_of_order.is_empty()
                     && log == "ok"
             })
-            && self.faults.iter().all(|f| f.recovery.is_some())
+            && self
+                .faults
+                .iter()
+                .all(|f| f.recovery.is_some() || f.skipped.is_some())
             && (!strict || self.divergent_replicas().is_empty())
     }
 
@@ -104,6 +134,10 @@ impl ChaosReport {
             "| fault | held | requests | errors (appends) | error rate | last error after | recovery after heal | longest append gap | error kinds |\n|---|---|---|---|---|---|---|---|---|"
         );
         for f in &self.faults {
+            if let Some(why) = &f.skipped {
+                let _ = writeln!(s, "| {} | **skipped**: {why} | | | | | | | |", f.fault);
+                continue;
+            }
             let rate = if f.requests == 0 {
                 0.0
             } else {
@@ -126,7 +160,12 @@ impl ChaosReport {
                 ms(f.last_error_after),
                 f.recovery.map_or("NOT RECOVERED".into(), ms),
                 ms(f.longest_write_gap),
-                if kinds.is_empty() { "-".into() } else { kinds }
+                match (&f.note, kinds.is_empty()) {
+                    (None, true) => "-".into(),
+                    (None, false) => kinds,
+                    (Some(n), true) => n.clone(),
+                    (Some(n), false) => format!("{kinds}; {n}"),
+                }
             );
         }
         let _ = writeln!(
@@ -180,17 +219,51 @@ fn signal(pid: u32, sig: &str) -> Result<()> {
     Ok(())
 }
 
-fn testbed(prefix: &str) -> Result<Testbed> {
+fn testbed(prefix: &str, node_addrs: Vec<Ipv4Addr>, net_ticktime: Option<u32>) -> Result<Testbed> {
     Testbed::start(TestbedConfig {
         nodes: 3,
         stores: vec![STORE.into()],
         workers_per_store: 2,
         cookie: format!("chaos_cookie_{}", std::process::id()),
         name_prefix: prefix.into(),
+        node_addrs,
+        net_ticktime,
         lag_ms: 0,
+        // Gossip stays off: the daemon is given the node names (static discovery).
         gossip: None,
     })
     .context("starting the testbed")
+}
+
+/// Whether the OS process `pid` still runs (not gone, not a zombie).
+fn alive(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| {
+        s.rsplit_once(") ")
+            .and_then(|(_, rest)| rest.chars().next())
+            .is_some_and(|state| state != 'Z' && state != 'X')
+    })
+}
+
+/// Heals the cut when dropped (also when the run is interrupted during the hold).
+struct CutGuard<'a> {
+    ns: &'a str,
+    addr: Ipv4Addr,
+    active: bool,
+}
+
+impl CutGuard<'_> {
+    fn heal(&mut self) -> Result<()> {
+        self.active = false;
+        netns::heal(self.ns, self.addr)
+    }
+}
+
+impl Drop for CutGuard<'_> {
+    fn drop(&mut self) {
+        if self.active {
+            let _ = netns::heal(self.ns, self.addr);
+        }
+    }
 }
 
 /// Faults, in order.
@@ -200,6 +273,7 @@ enum Fault {
     SlowWorker,
     KillNode,
     PauseNode,
+    CutNode,
     RestartTestbed,
 }
 
@@ -210,7 +284,10 @@ impl Fault {
             Fault::SlowWorker => "slow the leader's workers (+300 ms per request)",
             Fault::KillNode => "kill the leader node (SIGKILL), then restart it",
             Fault::PauseNode => {
-                "SIGSTOP the leader (8 s short form, 75 s past net_ticktime full form), SIGCONT, restart it"
+                "SIGSTOP the leader (8 s short form, past net_ticktime full form), SIGCONT, restart it"
+            }
+            Fault::CutNode => {
+                "cut the leader off the network (both directions; 3 s short form, past net_ticktime full form), heal (restart it if it halted)"
             }
             Fault::RestartTestbed => "restart the whole testbed (all nodes SIGKILLed)",
         }
@@ -221,18 +298,31 @@ impl Fault {
 pub async fn chaos(opts: &ChaosOptions) -> Result<ChaosReport> {
     let wall = Instant::now();
     std::fs::create_dir_all(&opts.out_dir)?;
-    let tb = blocking(|| testbed("chaos"))?;
-    let mut daemon = Daemon::start(&tb, &[], &opts.out_dir.join("chaos-daemon.log"))?;
+    // A shorter net_ticktime for nodes and daemon when the daemon has the setting (the
+    // full form then holds its past-net_ticktime faults for less); OTP's 60 s otherwise.
+    let daemon_ticktime = crate::daemon::supports_net_ticktime();
+    let ticktime = if daemon_ticktime { 20 } else { 60 };
+    let (node_addrs, ns) = match &opts.network {
+        Network::Namespace { name, addrs } => (addrs.clone(), Some(name.as_str())),
+        Network::Host { .. } => (Vec::new(), None),
+    };
+    let tb = blocking(|| testbed("chaos", node_addrs, daemon_ticktime.then_some(ticktime)))?;
+    let ticktime_env = ticktime.to_string();
+    let mut env: Vec<(&str, &str)> = Vec::new();
+    if daemon_ticktime {
+        env.push((crate::daemon::NET_TICKTIME_ENV, &ticktime_env));
+    }
+    let mut daemon = Daemon::start(&tb, &env, &opts.out_dir.join("chaos-daemon.log"))?;
     daemon.wait_ready(Duration::from_secs(30)).await?;
     let load = Load::start(LoadConfig {
-        url: daemon.url().to_owned(),
-        store: STORE.into(),
-        writers: if opts.short { 3 } else { 6 },
-        readers: 2,
         pace: Some(Duration::from_millis(if opts.short { 10 } else { 5 })),
-        timeout: Duration::from_secs(20),
-        stream_prefix: format!("chaos-{}", std::process::id()),
-        token: None,
+        ..LoadConfig::new(
+            daemon.url(),
+            STORE,
+            &format!("chaos-{}", std::process::id()),
+            if opts.short { 3 } else { 6 },
+            2,
+        )
     });
     let hold = if opts.short {
         Duration::from_secs(3)
@@ -240,11 +330,26 @@ pub async fn chaos(opts: &ChaosOptions) -> Result<ChaosReport> {
         Duration::from_secs(8)
     };
     let settle = Duration::from_secs(60);
+    // Past net_ticktime: peers declare a silent node down between 0.75 and 1.25 times it.
+    let past_ticktime = Duration::from_secs(u64::from(ticktime) * 5 / 4 + 5);
     let pause = if opts.short {
         Duration::from_secs(8)
     } else {
-        Duration::from_secs(75)
+        past_ticktime
     };
+    let cut_hold = if opts.short { hold } else { past_ticktime };
+    eprintln!(
+        "chaos: net_ticktime {ticktime} s ({}), network: {}",
+        if daemon_ticktime {
+            "nodes and daemon"
+        } else {
+            "OTP default; the daemon has no net_ticktime setting"
+        },
+        match &opts.network {
+            Network::Namespace { name, addrs } => format!("namespace {name}, nodes on {addrs:?}"),
+            Network::Host { reason } => format!("host loopback (cut-off fault skipped: {reason})"),
+        }
+    );
     if load.await_successes(20, settle).await.is_none() {
         bail!("the load never got going: {}", daemon.log_text());
     }
@@ -253,11 +358,30 @@ pub async fn chaos(opts: &ChaosOptions) -> Result<ChaosReport> {
         Fault::SlowWorker,
         Fault::KillNode,
         Fault::PauseNode,
+        Fault::CutNode,
         Fault::RestartTestbed,
     ];
     let mut reports = Vec::new();
     for fault in faults {
+        if let (Fault::CutNode, Network::Host { reason }) = (fault, &opts.network) {
+            eprintln!("chaos: {} skipped: {reason}", fault.name());
+            reports.push(FaultReport {
+                fault: fault.name().into(),
+                held: Duration::ZERO,
+                requests: 0,
+                errors: 0,
+                write_errors: 0,
+                kinds: Vec::new(),
+                last_error_after: Duration::ZERO,
+                recovery: None,
+                longest_write_gap: Duration::ZERO,
+                skipped: Some(format!("no network namespace: {reason}")),
+                note: None,
+            });
+            continue;
+        }
         let leader = blocking(|| tb.leader_index(STORE))?.unwrap_or(0);
+        let mut note = None;
         eprintln!("chaos: {} (leader is node {leader})", fault.name());
         let t0 = load.elapsed();
         let held_from = Instant::now();
@@ -288,6 +412,28 @@ pub async fn chaos(opts: &ChaosOptions) -> Result<ChaosReport> {
                 // and halts (testkit design); bring it back as an operator would.
                 blocking(|| tb.restart_node(leader))?;
             }
+            Fault::CutNode => {
+                let ns = ns.context("the cut-off fault needs the namespace")?;
+                let addr = tb.node_addr(leader);
+                let pid = tb.os_pid(leader).context("leader pid")?;
+                netns::cut(ns, addr)?;
+                let mut cut = CutGuard {
+                    ns,
+                    addr,
+                    active: true,
+                };
+                // The node runs on, alone: new connections to or from it fail, the
+                // established ones go silent. Past net_ticktime (full form) the others
+                // and the gateway drop it and elect a new leader.
+                tokio::time::sleep(cut_hold).await;
+                cut.heal()?;
+                // Past net_ticktime the node also lost its control node and halted
+                // (testkit design): bring it back as an operator would.
+                if !alive(pid) {
+                    blocking(|| tb.restart_node(leader))?;
+                    note = Some("node halted (lost its control node), restarted".to_owned());
+                }
+            }
             Fault::RestartTestbed => {
                 blocking(|| {
                     for i in 0..tb.node_names().len() {
@@ -308,14 +454,16 @@ pub async fn chaos(opts: &ChaosOptions) -> Result<ChaosReport> {
         let recovered = load.await_successes(20, settle).await;
         let end = load.elapsed();
         let outcomes = load.outcomes();
-        reports.push(fault_report(
+        let mut report = fault_report(
             fault.name(),
             held,
             &outcomes,
             t0,
             end,
             recovered.map(|r| r.saturating_sub(healed)),
-        ));
+        );
+        report.note = note;
+        reports.push(report);
         eprintln!("chaos: {:?}", reports.last());
     }
     let (outcomes, acked) = load.stop().await;
@@ -384,6 +532,8 @@ fn fault_report(
         last_error_after,
         recovery,
         longest_write_gap: longest,
+        skipped: None,
+        note: None,
     }
 }
 
@@ -400,6 +550,50 @@ pub struct SoakOptions {
     pub out_dir: PathBuf,
 }
 
+/// Leak gauges the soak asserts: each must be exported, and back at (or below) its
+/// level at rest after warm-up once the load has stopped.
+pub const REQUIRED_GAUGES: &[&str] = &[
+    "gater_http_sse_streams",
+    "gater_pool_local_pids",
+    "gater_pool_peer_monitors",
+    "gater_pool_own_monitors",
+];
+
+/// Asserted the same way when /metrics has them.
+pub const OPTIONAL_GAUGES: &[&str] = &["gater_pool_pending_refs", "gater_pool_calls_in_flight"];
+
+/// One leak gauge: its level at rest after warm-up and at the end (summed over labels;
+/// `None`: not in /metrics).
+#[derive(Debug, Clone, PartialEq)]
+pub struct GaugeCheck {
+    /// Metric name.
+    pub name: String,
+    /// Whether its absence fails the soak.
+    pub required: bool,
+    /// After warm-up, load paused.
+    pub baseline: Option<f64>,
+    /// At the end, load stopped and settled.
+    pub end: Option<f64>,
+}
+
+impl GaugeCheck {
+    /// Why this gauge fails the soak, if it does.
+    pub fn failure(&self) -> Option<String> {
+        match (self.baseline, self.end) {
+            (Some(b), Some(e)) if e > b => Some(format!(
+                "`{}` did not return to its baseline: {b} after warm-up, {e} at the end",
+                self.name
+            )),
+            (Some(_), Some(_)) => None,
+            _ if !self.required => None,
+            _ => Some(format!(
+                "`{}` is missing from /metrics (the daemon does not export it), so it cannot be asserted",
+                self.name
+            )),
+        }
+    }
+}
+
 /// The soak's figures.
 #[derive(Debug, Clone)]
 pub struct SoakReport {
@@ -407,95 +601,142 @@ pub struct SoakReport {
     pub rss: Vec<(u64, u64)>,
     /// RSS growth after warm-up: last sample over the first one after warm-up, minus 1.
     pub growth: f64,
-    /// Requests and failed requests.
+    /// Requests (appends, reads and SSE streams).
     pub requests: usize,
     /// Failed requests.
     pub errors: usize,
-    /// SSE streams opened and closed during the run.
+    /// The first few failures, as `kind ×count`.
+    pub error_kinds: Vec<(String, usize)>,
+    /// SSE streams opened, read and dropped during the run.
     pub sse_cycles: usize,
-    /// Resource gauges at the start (after warm-up) and at the end (load stopped).
-    pub gauges: Vec<(String, f64, f64)>,
-    /// Gauges the issue asks for that /metrics lacks.
-    pub missing_gauges: Vec<String>,
+    /// The leak gauges.
+    pub gauges: Vec<GaugeCheck>,
     /// The log check.
     pub verdicts: Vec<(String, Verdict, String)>,
 }
 
 impl SoakReport {
-    /// RSS within 10 %, no request failed, SSE gauge back to zero, every in-flight gauge
-    /// back to its level after warm-up, logs intact.
+    /// Why the soak failed (empty: it passed): RSS over 10 %, a failed request, a leak
+    /// gauge missing or above its baseline, a replica that disagrees.
+    pub fn failures(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        if self.growth > 0.10 {
+            out.push(format!(
+                "RSS grew {:+.1} % after warm-up (limit 10 %)",
+                self.growth * 100.0
+            ));
+        }
+        if self.errors > 0 {
+            out.push(format!(
+                "{} requests failed: {:?}",
+                self.errors, self.error_kinds
+            ));
+        }
+        if self.sse_cycles == 0 {
+            out.push("no SSE stream was opened".into());
+        }
+        out.extend(self.gauges.iter().filter_map(GaugeCheck::failure));
+        if self.verdicts.is_empty() {
+            out.push("no replica was checked".into());
+        }
+        for (n, v, log) in &self.verdicts {
+            if !v.ok() || log != "ok" {
+                out.push(format!(
+                    "replica {n} disagrees with the acknowledgements (check_log `{log}`)"
+                ));
+            }
+        }
+        out
+    }
+
+    /// Whether the soak passed.
     pub fn ok(&self) -> bool {
-        self.growth <= 0.10
-            && self.errors == 0
-            && self
-                .gauges
-                .iter()
-                .all(|(_, start, end)| end <= start || *end == 0.0)
-            && self
-                .verdicts
-                .iter()
-                .all(|(_, v, log)| v.ok() && log == "ok")
+        self.failures().is_empty()
     }
 }
 
-/// Gauges that say whether something leaks: SSE streams, calls in flight, monitors,
-/// mailboxes (pids), references.
-fn leak_gauges(metrics: &[(String, f64)]) -> Vec<(String, f64)> {
-    metrics
+/// `/metrics` summed per metric name (labels dropped).
+fn by_name(metrics: &[(String, f64)]) -> std::collections::BTreeMap<String, f64> {
+    let mut out = std::collections::BTreeMap::new();
+    for (series, v) in metrics {
+        let name = series.split('{').next().unwrap_or(series).to_owned();
+        *out.entry(name).or_insert(0.0) += v;
+    }
+    out
+}
+
+fn asserted_gauges() -> impl Iterator<Item = (&'static str, bool)> {
+    REQUIRED_GAUGES
         .iter()
-        .filter(|(k, _)| {
-            let k = k.to_lowercase();
-            [
-                "sse_streams",
-                "in_flight",
-                "monitor",
-                "mailbox",
-                "pids",
-                "refs",
-                "references",
-                "tasks",
-            ]
-            .iter()
-            .any(|w| k.contains(w))
-                && !k.contains("_total")
-                && !k.contains("_bucket")
-        })
-        .cloned()
-        .collect()
+        .map(|g| (*g, true))
+        .chain(OPTIONAL_GAUGES.iter().map(|g| (*g, false)))
+}
+
+/// Reads /metrics until `done` holds for the leak gauges (bounded by `within`); returns
+/// the last reading. The daemon has no other way to say that it is at rest.
+async fn metrics_when(
+    daemon: &Daemon,
+    within: Duration,
+    done: impl Fn(&std::collections::BTreeMap<String, f64>) -> bool,
+) -> Result<std::collections::BTreeMap<String, f64>> {
+    let deadline = Instant::now() + within;
+    loop {
+        let m = by_name(&daemon.metrics().await?);
+        if done(&m) || Instant::now() > deadline {
+            return Ok(m);
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Nothing in flight: no SSE stream open, no call waiting for its reply.
+fn at_rest(m: &std::collections::BTreeMap<String, f64>) -> bool {
+    [
+        "gater_http_sse_streams",
+        "gater_pool_calls_in_flight",
+        "gater_pool_pending_refs",
+    ]
+    .iter()
+    .all(|g| m.get(*g).is_none_or(|v| *v == 0.0))
 }
 
 /// `cargo xtask chaos soak --minutes N`.
 pub async fn soak(opts: &SoakOptions) -> Result<SoakReport> {
     std::fs::create_dir_all(&opts.out_dir)?;
-    let tb = blocking(|| testbed("soak"))?;
+    let tb = blocking(|| testbed("soak", Vec::new(), None))?;
     let mut daemon = Daemon::start(&tb, &[], &opts.out_dir.join("soak-daemon.log"))?;
     daemon.wait_ready(Duration::from_secs(30)).await?;
     let client = reqwest::Client::new();
-    // A subscription for SSE churn.
+    // The subscription the SSE subscribers follow.
     let sub = serde_json::json!({"type": "by_stream", "selector": "$all", "name": "soak", "persistent": false});
     let r = client
         .post(format!("{}/v1/stores/{STORE}/subscriptions", daemon.url()))
         .json(&sub)
         .send()
         .await?;
-    let sse_ok = r.status().is_success();
-    if !sse_ok {
-        eprintln!("soak: creating the SSE subscription gave {}", r.status());
+    if !r.status().is_success() {
+        bail!(
+            "creating the SSE subscription gave {}: {}",
+            r.status(),
+            r.text().await.unwrap_or_default()
+        );
     }
     let load = Load::start(LoadConfig {
-        url: daemon.url().to_owned(),
-        store: STORE.into(),
-        writers: 4,
-        readers: 2,
         pace: Some(Duration::from_millis(20)),
-        timeout: Duration::from_secs(20),
-        stream_prefix: format!("soak-{}", std::process::id()),
-        token: None,
+        sse_subscribers: 2,
+        sse_subscription: "soak".into(),
+        sse_hold: Duration::from_secs(3),
+        ..LoadConfig::new(
+            daemon.url(),
+            STORE,
+            &format!("soak-{}", std::process::id()),
+            4,
+            2,
+        )
     });
     let started = Instant::now();
     let mut rss = Vec::new();
-    let mut gauges_start: Option<Vec<(String, f64)>> = None;
-    let mut sse_cycles = 0usize;
+    let mut baseline: Option<std::collections::BTreeMap<String, f64>> = None;
     let mut tick = tokio::time::interval(opts.sample_every);
     while started.elapsed() < opts.duration {
         tick.tick().await;
@@ -504,53 +745,39 @@ pub async fn soak(opts: &SoakOptions) -> Result<SoakReport> {
             rss.push((t, kb));
             eprintln!("soak: t={t}s rss={kb} kB requests={}", load.count());
         }
-        if gauges_start.is_none() && started.elapsed() >= opts.warm_up {
-            gauges_start = Some(leak_gauges(&daemon.metrics().await?));
-        }
-        // SSE churn: open a stream, read its first bytes, drop it.
-        if sse_ok {
-            let url = format!(
-                "{}/v1/stores/{STORE}/subscriptions/soak/events",
-                daemon.url()
-            );
-            if let Ok(Ok(mut resp)) =
-                tokio::time::timeout(Duration::from_secs(5), client.get(&url).send()).await
-            {
-                let _ = tokio::time::timeout(Duration::from_secs(2), resp.chunk()).await;
-                sse_cycles += 1;
+        if baseline.is_none() && started.elapsed() >= opts.warm_up {
+            // The baseline at rest: pause the load, let the daemon finish what it has
+            // in flight, read the gauges, go on.
+            if !load.pause(Duration::from_secs(30)).await {
+                bail!("the load did not pause within 30 s");
             }
+            let m = metrics_when(&daemon, Duration::from_secs(15), at_rest).await?;
+            eprintln!("soak: baseline after warm-up: {m:?}");
+            baseline = Some(m);
+            load.resume();
         }
     }
     let (outcomes, acked) = load.stop().await;
-    // Quiet for a moment, then the gauges must be back where they were.
-    let end_metrics = settle_metrics(&daemon).await?;
-    let start = gauges_start.unwrap_or_default();
-    let end = leak_gauges(&end_metrics);
-    let gauges = end
-        .iter()
-        .map(|(k, v)| {
-            let s = start
-                .iter()
-                .find(|(sk, _)| sk == k)
-                .map_or(0.0, |(_, v)| *v);
-            (k.clone(), s, *v)
+    let baseline = match baseline {
+        Some(b) => b,
+        None => bail!("the run ended before the warm-up did: no baseline"),
+    };
+    // Load stopped: wait (bounded) until every gauge is back at its baseline.
+    let end = metrics_when(&daemon, Duration::from_secs(30), |m| {
+        asserted_gauges().all(|(g, _)| match (baseline.get(g), m.get(g)) {
+            (Some(b), Some(e)) => e <= b,
+            _ => true,
+        })
+    })
+    .await?;
+    let gauges = asserted_gauges()
+        .map(|(g, required)| GaugeCheck {
+            name: g.to_owned(),
+            required,
+            baseline: baseline.get(g).copied(),
+            end: end.get(g).copied(),
         })
         .collect::<Vec<_>>();
-    let names: Vec<&str> = end_metrics.iter().map(|(k, _)| k.as_str()).collect();
-    let mut missing_gauges = Vec::new();
-    for (what, words) in [
-        ("local pids (mailboxes)", &["pid", "mailbox"][..]),
-        ("references / calls in flight", &["ref", "in_flight"][..]),
-        ("monitors", &["monitor"][..]),
-        ("SSE tasks", &["sse_streams"][..]),
-    ] {
-        if !names
-            .iter()
-            .any(|n| words.iter().any(|w| n.to_lowercase().contains(w)) && !n.contains("_total"))
-        {
-            missing_gauges.push(what.to_owned());
-        }
-    }
     let first_after = rss
         .iter()
         .find(|(t, _)| *t >= opts.warm_up.as_secs())
@@ -559,29 +786,84 @@ pub async fn soak(opts: &SoakOptions) -> Result<SoakReport> {
         .max(1);
     let last = rss.last().map_or(first_after, |(_, kb)| *kb);
     let verdicts = blocking(|| verify_all(&tb, &acked))?;
+    let mut error_kinds: Vec<(String, usize)> = Vec::new();
+    for e in outcomes.iter().filter_map(|o| o.error.as_ref()) {
+        match error_kinds.iter_mut().find(|(k, _)| k == e) {
+            Some((_, n)) => *n += 1,
+            None => error_kinds.push((e.clone(), 1)),
+        }
+    }
     Ok(SoakReport {
         growth: last as f64 / first_after as f64 - 1.0,
         rss,
         requests: outcomes.len(),
         errors: outcomes.iter().filter(|o| !o.ok).count(),
-        sse_cycles,
+        error_kinds,
+        sse_cycles: outcomes.iter().filter(|o| o.sse && o.ok).count(),
         gauges,
-        missing_gauges,
         verdicts,
     })
 }
 
-/// `/metrics` once the SSE gauge reads zero (bounded: 10 s), or the last reading.
-async fn settle_metrics(daemon: &Daemon) -> Result<Vec<(String, f64)>> {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let m = daemon.metrics().await?;
-        let busy = leak_gauges(&m)
-            .iter()
-            .any(|(k, v)| (k.contains("sse_streams") || k.contains("in_flight")) && *v > 0.0);
-        if !busy || Instant::now() > deadline {
-            return Ok(m);
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn check(required: bool, baseline: Option<f64>, end: Option<f64>) -> GaugeCheck {
+        GaugeCheck {
+            name: "g".into(),
+            required,
+            baseline,
+            end,
         }
-        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+
+    #[test]
+    fn a_gauge_fails_when_above_its_baseline_or_missing() {
+        assert!(check(true, Some(2.0), Some(2.0)).failure().is_none());
+        assert!(check(true, Some(2.0), Some(1.0)).failure().is_none());
+        assert!(check(true, Some(0.0), Some(1.0)).failure().is_some());
+        let missing = check(true, None, None).failure().expect("fails");
+        assert!(missing.contains("missing from /metrics"), "{missing}");
+        assert!(check(false, None, None).failure().is_none());
+        assert!(check(false, Some(0.0), Some(3.0)).failure().is_some());
+    }
+
+    #[test]
+    fn metrics_are_summed_over_labels() {
+        let m = crate::daemon::parse_metrics(
+            "# HELP x\ngater_pool_local_pids{node=\"a\"} 2\ngater_pool_local_pids{node=\"b\"} 3\ngater_http_sse_streams 0\n",
+        );
+        let m = by_name(&m);
+        assert_eq!(m.get("gater_pool_local_pids"), Some(&5.0));
+        assert!(at_rest(&m));
+    }
+
+    #[test]
+    fn a_skipped_fault_does_not_fail_the_run_but_a_missing_recovery_does() {
+        let fault = |skipped: Option<&str>, recovery| FaultReport {
+            fault: "f".into(),
+            held: Duration::ZERO,
+            requests: 0,
+            errors: 0,
+            write_errors: 0,
+            kinds: Vec::new(),
+            last_error_after: Duration::ZERO,
+            recovery,
+            longest_write_gap: Duration::ZERO,
+            skipped: skipped.map(str::to_owned),
+            note: None,
+        };
+        let mut r = ChaosReport {
+            faults: vec![fault(Some("not root"), None)],
+            requests: 0,
+            acked: 0,
+            verdicts: vec![("n0".into(), Verdict::default(), "ok".into())],
+            wall: Duration::ZERO,
+        };
+        assert!(r.ok(true));
+        assert!(r.markdown().contains("**skipped**: not root"));
+        r.faults.push(fault(None, None));
+        assert!(!r.ok(false));
     }
 }

@@ -19,6 +19,8 @@ async fn a_json_bignum_past_the_decode_limit_is_refused_not_stored() {
         name_prefix: "bignum".into(),
         lag_ms: 0,
         gossip: None,
+
+        ..TestbedConfig::default()
     })
     .expect("testbed");
     let dir = tempfile::tempdir().expect("temp dir");

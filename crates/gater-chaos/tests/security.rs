@@ -21,6 +21,8 @@ fn testbed(prefix: &str, stores: &[&str], gossip: Option<GossipConfig>) -> Testb
         name_prefix: prefix.into(),
         lag_ms: 0,
         gossip,
+
+        ..TestbedConfig::default()
     })
     .expect("testbed starts")
 }
