@@ -21,7 +21,7 @@ tasks:
   deploy-check       check the Docker, Compose, Swarm and Kubernetes files in dev-env/
   testbed <cmd>      the BEAM testbed: up | down | status | test | load (see `cargo xtask testbed help`)
   bench              run every benchmark and write docs/benchmarks.md (figures + SVG charts)
-  chaos [--short] [--strict]   faults under load through the daemon, then the acknowledged-append check
+  chaos [--short] [--strict] [--require-netns]   faults under load through the daemon (in a network namespace of its own when root), then the acknowledged-append check
   chaos soak [--minutes N]   N minutes of moderate load: RSS and leak gauges
   erlang             make sure erl and erlc are installed (installs erlang-nox as root on Debian)
 ";
@@ -84,8 +84,8 @@ fn ci(_args: &[String]) -> Result<()> {
     step("running doc tests");
     cargo(&["test", "--workspace", "--doc"])?;
 
-    step("fault injection, short form (cargo xtask chaos --short)");
-    chaos::main(&["--short".into(), "--debug".into()])?;
+    step("fault injection, short form (cargo xtask chaos --short), in its own network namespace");
+    chaos::main(&["--short".into(), "--debug".into(), "--require-netns".into()])?;
 
     step(&format!("ci passed in {:.0?}", started.elapsed()));
     Ok(())
