@@ -574,3 +574,102 @@ faults(C) ->
     %% An unknown request crashes the worker with function_clause; it comes back.
     ?assertExit({{function_clause, _}, _}, gen_server:call(W3, {no_such_request, ?STORE})),
     await(fun() -> length(workers(Node)) =:= 1 end, worker_back).
+
+%% ---------------------------------------------------------------- terms and truncation
+
+match_index_test() ->
+    T1 = {1, a}, T2 = {2, b}, T3 = {3, c},
+    ?assertEqual(5, testbed_store:match_index([{1, T1}], 5, [{1, T1}], 5)),
+    ?assertEqual(3, testbed_store:match_index([{1, T1}], 3, [{1, T1}], 7)),
+    %% A kept writing in T1 after 4 (never acknowledged); B's leader started T2 at 5.
+    ?assertEqual(4, testbed_store:match_index([{1, T1}], 6, [{5, T2}, {1, T1}], 8)),
+    ?assertEqual(0, testbed_store:match_index([{1, T1}], 3, [{1, T2}], 3)),
+    ?assertEqual(0, testbed_store:match_index([], 0, [{1, T1}], 3)),
+    ?assertEqual(6, testbed_store:match_index([{5, T2}, {1, T1}], 6,
+                                              [{10, T3}, {5, T2}, {1, T1}], 12)).
+
+frame(F) ->
+    B = term_to_binary(F),
+    <<(byte_size(B)):32, B/binary>>.
+
+log_of(C, I) -> testbed_store:read_frames(testbed_store:log_path(dir_of(C, I), ?STORE)).
+
+truncation_test_() ->
+    {setup, fun() -> start_cluster("d", 3, #{}) end, fun stop_cluster/1,
+     fun(C) -> {"a restarted old leader truncates the entries the new leader does not have",
+                {timeout, 60, fun() -> truncation(C) end}} end}.
+
+truncation(C) ->
+    N0 = node_of(C, 0), N1 = node_of(C, 1),
+    {ok, 2} = gen_server:call(worker_on(N0), {append_events, ?STORE, <<"d">>,
+                                              [new_event(<<"d0">>, 0), new_event(<<"d1">>, 1), new_event(<<"d2">>, 2)]}),
+    kill(N0),
+    %% What a leader killed in the middle of a write holds: entries of its term written
+    %% to its own log and acknowledged to nobody. Here an event at a number the next
+    %% leader gives to another one, a stream and a subscription nobody else has.
+    Path = testbed_store:log_path(dir_of(C, 0), ?STORE),
+    {Last, Term, _} = lists:last(testbed_store:read_frames(Path)),
+    Ghost = fun(S, N, Id) -> {event, S, testbed_rec:event_record(S, N, new_event(Id, 0), 1)} end,
+    SubKey = testbed_rec:subscription_key(by_stream, <<"$d">>, <<"ghost">>, ?STORE),
+    ok = file:write_file(Path, [frame({Last + 1, Term, Ghost(<<"d">>, 3, <<"ghost-d3">>)}),
+                                frame({Last + 2, Term, Ghost(<<"ghost">>, 0, <<"ghost-0">>)}),
+                                frame({Last + 3, Term, {subscription, SubKey,
+                                                        #{type => by_stream, selector => <<"$d">>,
+                                                          subscription_name => <<"ghost">>,
+                                                          start_from => 0, subscriber => nil}}})],
+                         [append]),
+    await(fun() -> lists:member(leader_node(N1), [N1, node_of(C, 2)]) end, new_leader),
+    {ok, 4} = gen_server:call(worker_on(N1), {append_events, ?STORE, <<"d">>,
+                                              [new_event(<<"d3">>, 3), new_event(<<"d4">>, 4)]}),
+    C1 = restart_node(C, 0),
+    N0b = node_of(C1, 0),
+    %% The log file is now a copy of the new leader's, and so is the replica.
+    ?assertEqual(log_of(C1, 1), log_of(C1, 0)),
+    ?assertEqual(ok, testbed:check_log(dir_of(C1, 0), ?STORE)),
+    W0 = worker_on(N0b),
+    {ok, Rs} = gen_server:call(W0, {get_events, ?STORE, <<"d">>, 0, 10, forward}),
+    ?assertEqual([<<"d0">>, <<"d1">>, <<"d2">>, <<"d3">>, <<"d4">>], [maps:get(event_id, R) || R <- Rs]),
+    ?assertEqual({ok, -1}, gen_server:call(W0, {get_version, ?STORE, <<"ghost">>})),
+    {ok, Streams} = gen_server:call(W0, {get_streams, ?STORE}),
+    ?assertNot(lists:member(<<"ghost">>, Streams)),
+    ?assertEqual({ok, #{}}, gen_server:call(W0, {get_subscriptions, ?STORE})),
+    stop_cluster(C1).
+
+fencing_test_() ->
+    {setup, fun() -> start_cluster("x", 3, #{}) end, fun stop_cluster/1,
+     fun(C) -> {"a leader that missed an election steps down: no ok, its entry is truncated",
+                {timeout, 60, fun() -> fencing(C) end}} end}.
+
+fencing(C) ->
+    N0 = node_of(C, 0), N1 = node_of(C, 1), N2 = node_of(C, 2),
+    Server = testbed_store:server(?STORE),
+    {ok, 0} = gen_server:call(worker_on(N1), {append_events, ?STORE, <<"x">>, [new_event(<<"x0">>, 0)]}),
+    Old = erpc:call(N0, erlang, whereis, [Server]),
+    #{term := OldTerm} = erpc:call(N0, testbed_store, status, [?STORE]),
+    %% The leader freezes (as under SIGSTOP); the others elect a new one meanwhile.
+    ok = erpc:call(N0, sys, suspend, [Old]),
+    _ = erpc:call(N1, global, unregister_name, [{testbed_leader, ?STORE}]),
+    gen_server:cast({Server, N1}, {not_leader, Old}),
+    New = erpc:call(N1, erlang, whereis, [Server]),
+    await(fun() -> #{leader := New, synced := true} = erpc:call(N2, testbed_store, status, [?STORE]), true end,
+          n2_follows_n1),
+    #{term := NewTerm, role := leader} = erpc:call(N1, testbed_store, status, [?STORE]),
+    ?assert(NewTerm > OldTerm),
+    {ok, 1} = gen_server:call(worker_on(N2), {append_events, ?STORE, <<"x">>, [new_event(<<"x1">>, 1)]}),
+    %% A write reaches the old leader while it is frozen: when it resumes, its followers
+    %% reject its term; it must not acknowledge the write and must step down.
+    Self = self(),
+    spawn_link(fun() -> Self ! {stale, catch gen_server:call(Old, {append, <<"x">>, any, [new_event(<<"stale">>, 9)]}, 20000)} end),
+    await(fun() -> {message_queue_len, Q} = erpc:call(N0, erlang, process_info, [Old, message_queue_len]), Q >= 2 end,
+          stale_write_queued),
+    ok = erpc:call(N0, sys, resume, [Old]),
+    Stale = receive {stale, R} -> R after 20000 -> error(no_stale_reply) end,
+    ?assertEqual({error, timeout}, Stale),
+    await(fun() -> #{role := follower, leader := New, synced := true} =
+                       erpc:call(N0, testbed_store, status, [?STORE]), true end, n0_follows_n1),
+    %% Its entry is gone from its log; every log is the new leader's.
+    ?assertEqual(log_of(C, 1), log_of(C, 0)),
+    ?assertEqual(log_of(C, 1), log_of(C, 2)),
+    ?assertEqual([{<<"x">>, 0, <<"x0">>}, {<<"x">>, 1, <<"x1">>}],
+                 testbed:stored_events(dir_of(C, 0), ?STORE)),
+    ?assertEqual({ok, 1}, gen_server:call(worker_on(N0), {get_version, ?STORE, <<"x">>})).
