@@ -7,6 +7,7 @@
 
 mod client;
 mod config;
+mod logging;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -14,7 +15,7 @@ use std::process::ExitCode;
 use std::time::{Duration, SystemTime};
 
 use clap::{Args, Parser, Subcommand};
-use config::{DaemonConfig, Layers, LogFormat};
+use config::{DaemonConfig, Layers};
 use gater_http::{HttpApi, Op, TokenKey};
 
 #[derive(Debug, Parser)]
@@ -277,23 +278,10 @@ fn probe(url: &str) -> Result<(), String> {
     })
 }
 
-fn init_logging(cfg: &DaemonConfig) {
-    let filter = tracing_subscriber::EnvFilter::try_new(config::log_filter(&cfg.log_level))
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_target(true);
-    match cfg.log_format {
-        LogFormat::Json => builder.json().flatten_event(true).init(),
-        LogFormat::Plain => builder.with_ansi(false).init(),
-    }
-}
-
 fn run_daemon(args: RunArgs) -> Result<(), String> {
     let l = layers(args.flags(), args.config.clone())?;
     let cfg = DaemonConfig::from_layers(&l).map_err(|e| e.to_string())?;
-    init_logging(&cfg);
+    logging::init(&cfg);
     let rt = runtime()?;
     rt.block_on(daemon(cfg))
 }

@@ -3,7 +3,7 @@
 //! RSS idle and with 1000 open SSE subscriptions.
 //!
 //! `cargo bench -p gater-http --bench http_vs_api` runs it (`GATER_BENCH_SECS`, default 4,
-//! per point, in two halves in A B B A order). Without `--bench` (as `cargo test
+//! per point, in two halves in A B C C B A order; `GATER_BENCH_OPS=read` for one operation). Without `--bench` (as `cargo test
 //! --all-targets` runs it) it only checks that it starts.
 //!
 //! The RSS figures are of a child process that runs only what the daemon runs (a Gater and
@@ -334,7 +334,12 @@ async fn throughput(tb: &Testbed, secs: f64) {
     println!(
         "op      side          calls   errors  req/s     p99_ms   (64 concurrent, {secs} s per side, A B C C B A)"
     );
+    // GATER_BENCH_OPS=read (or append) measures one operation only, for profiling.
+    let ops = std::env::var("GATER_BENCH_OPS").unwrap_or_else(|_| "append,read".into());
     for op in ["append", "read"] {
+        if !ops.split(',').any(|o| o.trim() == op) {
+            continue;
+        }
         let mut pts = [Point::default(); 3]; // api, http (raw client), http (reqwest)
         for round in 0..2 {
             let order: [usize; 3] = if round == 0 { [0, 1, 2] } else { [2, 1, 0] };

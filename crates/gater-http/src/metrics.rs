@@ -81,11 +81,12 @@ impl Default for HttpMetrics {
 impl HttpMetrics {
     /// Counts one finished request.
     pub fn observe(&self, route: &str, status: u16, elapsed: Duration) {
-        let i = ROUTES
-            .iter()
-            .position(|r| *r == route)
-            .unwrap_or(ROUTES.len() - 1);
-        let c = &self.routes[i];
+        self.observe_route(route_index(route), status, elapsed);
+    }
+
+    /// Counts one finished request of the route at `route_index` in [`ROUTES`].
+    pub fn observe_route(&self, route_index: usize, status: u16, elapsed: Duration) {
+        let c = &self.routes[route_index.min(ROUTES.len() - 1)];
         let class = usize::from(status / 100).clamp(1, 5) - 1;
         c.by_class[class].fetch_add(1, Relaxed);
         let secs = elapsed.as_secs_f64();
@@ -190,6 +191,14 @@ impl HttpMetrics {
             self.rejected_unknown_store.load(Relaxed),
         );
     }
+}
+
+/// The index of a route template in [`ROUTES`] (`other` when it is not counted).
+pub fn route_index(route: &str) -> usize {
+    ROUTES
+        .iter()
+        .position(|r| *r == route)
+        .unwrap_or(ROUTES.len() - 1)
 }
 
 /// Writes one counter with HELP and TYPE lines.

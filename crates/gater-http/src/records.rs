@@ -33,16 +33,17 @@ pub fn checked_term(field: &str, v: &Value) -> Result<gater_term::Term, ApiError
     Ok(term)
 }
 
-/// An event as the API returns it (serialized straight from the record, no map built).
+/// An event as the API returns it, serialized straight from the record: no JSON value
+/// is built for its data and metadata ([`TermJson`]) nor a string for its time.
 #[derive(Debug, serde::Serialize)]
 pub struct EventOut<'a> {
     event_stream_id: &'a str,
     event_number: i64,
     event_id: &'a str,
     event_type: &'a str,
-    data: Value,
-    metadata: Value,
-    created: String,
+    data: TermJson<'a>,
+    metadata: TermJson<'a>,
+    created: Rfc3339Out,
     created_epoch: i64,
 }
 
@@ -54,19 +55,122 @@ impl<'a> EventOut<'a> {
             event_number: e.event_number,
             event_id: &e.event_id,
             event_type: &e.event_type,
-            data: e.data_json(),
-            metadata: e.metadata_json(),
-            created: e.created.format(&Rfc3339).unwrap_or_default(),
+            data: TermJson(&e.data),
+            metadata: TermJson(&e.metadata),
+            created: Rfc3339Out(e.created),
             created_epoch: e.created_epoch,
         }
     }
 }
 
-/// The body of a read: `{"events": [...]}`.
-#[derive(Debug, serde::Serialize)]
-pub struct EventsOut<'a> {
-    /// The events.
-    pub events: Vec<EventOut<'a>>,
+/// A time as RFC 3339 text, formatted on the stack.
+#[derive(Debug)]
+struct Rfc3339Out(time::OffsetDateTime);
+
+impl serde::Serialize for Rfc3339Out {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut buf = [0u8; 64];
+        let mut w = std::io::Cursor::new(&mut buf[..]);
+        match self.0.format_into(&mut w, &Rfc3339) {
+            Ok(n) => s.serialize_str(std::str::from_utf8(&buf[..n]).unwrap_or_default()),
+            // Out of RFC 3339's range (or longer than the buffer): as before, empty.
+            Err(_) => s.serialize_str(&self.0.format(&Rfc3339).unwrap_or_default()),
+        }
+    }
+}
+
+/// A term serialized as `gater_term::json::term_to_json` maps it (the same text), without
+/// building the JSON value for the common shapes: `nil`/booleans/atoms, integers that fit
+/// 32 bits, floats, UTF-8 binaries, proper lists, and maps whose keys are distinct UTF-8
+/// binaries or atoms. Anything else goes through `term_to_json`.
+#[derive(Debug, Clone, Copy)]
+pub struct TermJson<'a>(pub &'a gater_term::Term);
+
+impl serde::Serialize for TermJson<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use gater_term::Term;
+        use serde::ser::{SerializeMap, SerializeSeq};
+        match self.0 {
+            Term::Atom(a) => match a.name.as_str() {
+                "nil" => s.serialize_unit(),
+                "true" => s.serialize_bool(true),
+                "false" => s.serialize_bool(false),
+                n => {
+                    let mut m = s.serialize_map(Some(1))?;
+                    m.serialize_entry("$atom", n)?;
+                    m.end()
+                }
+            },
+            Term::FixInteger(i) => s.serialize_i64(i64::from(i.value)),
+            Term::Float(f) if f.value.is_finite() => s.serialize_f64(f.value),
+            Term::Binary(b) => match std::str::from_utf8(&b.bytes) {
+                Ok(text) => s.serialize_str(text),
+                Err(_) => fallback(self.0, s),
+            },
+            Term::List(l) => {
+                let mut seq = s.serialize_seq(Some(l.elements.len()))?;
+                for e in &l.elements {
+                    seq.serialize_element(&TermJson(e))?;
+                }
+                seq.end()
+            }
+            Term::Map(m) => {
+                let mut entries: Vec<(&str, &Term)> = Vec::with_capacity(m.map.len());
+                for (k, v) in &m.map {
+                    let name = match k {
+                        Term::Binary(b) => std::str::from_utf8(&b.bytes).ok(),
+                        Term::Atom(a) => Some(a.name.as_str()),
+                        _ => None,
+                    };
+                    match name {
+                        Some(n) => entries.push((n, v)),
+                        None => return fallback(self.0, s),
+                    }
+                }
+                // serde_json's objects are sorted by key; two keys that spell the same
+                // text, or one `$` key (maybe a tagged form), take the general path.
+                entries.sort_unstable_by(|a, b| a.0.cmp(b.0));
+                let clash = entries.windows(2).any(|w| w[0].0 == w[1].0);
+                let maybe_tagged = entries.len() == 1 && entries[0].0.starts_with('$');
+                if clash || maybe_tagged {
+                    return fallback(self.0, s);
+                }
+                let mut out = s.serialize_map(Some(entries.len()))?;
+                for (k, v) in entries {
+                    out.serialize_entry(k, &TermJson(v))?;
+                }
+                out.end()
+            }
+            _ => fallback(self.0, s),
+        }
+    }
+}
+
+fn fallback<S: serde::Serializer>(t: &gater_term::Term, s: S) -> Result<S::Ok, S::Error> {
+    serde::Serialize::serialize(&gater_term::json::term_to_json(t), s)
+}
+
+/// A read's body as JSON bytes, written in one buffer sized for the events.
+pub fn events_body(events: &[EventRecord]) -> Vec<u8> {
+    #[derive(serde::Serialize)]
+    struct Body<'a> {
+        events: EventsSeq<'a>,
+    }
+    struct EventsSeq<'a>(&'a [EventRecord]);
+    impl serde::Serialize for EventsSeq<'_> {
+        fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+            s.collect_seq(self.0.iter().map(EventOut::new))
+        }
+    }
+    let mut out = Vec::with_capacity(16 + events.len() * 320);
+    // Serializing these types cannot fail (no map with non-string keys, no I/O).
+    let _ = serde_json::to_writer(
+        &mut out,
+        &Body {
+            events: EventsSeq(events),
+        },
+    );
+    out
 }
 
 /// An event as JSON text (one SSE `data:` line).
@@ -234,4 +338,77 @@ pub fn new_events(body: &Value) -> Result<Vec<NewEvent>, ApiError> {
         out.push(ev);
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use gater_term::build::*;
+
+    /// The direct serializer writes exactly what `term_to_json` would.
+    pub(crate) fn assert_same_json(t: &gater_term::Term) {
+        let direct = serde_json::to_string(&TermJson(t)).expect("direct");
+        let via_value =
+            serde_json::to_string(&gater_term::json::term_to_json(t)).expect("via value");
+        assert_eq!(direct, via_value, "{t:?}");
+    }
+
+    #[test]
+    fn term_json_matches_term_to_json() {
+        let samples = vec![
+            atom("nil"),
+            atom("true"),
+            atom("false"),
+            atom("ok"),
+            int(7),
+            int(-(1i128 << 31)),
+            int(1i128 << 40),
+            int(1i128 << 70),
+            float(1.5),
+            float(f64::NAN),
+            float(f64::INFINITY),
+            float(-0.0),
+            binary("text ä \"q\" \n".as_bytes()),
+            binary(vec![0xff, 0xfe]),
+            string("abc"),
+            list(vec![]),
+            list(vec![int(1), binary("x"), atom("nil")]),
+            improper_list(vec![int(1)], int(2)),
+            tuple(vec![int(1), atom("a")]),
+            map([]),
+            map([
+                (binary("b"), int(2)),
+                (binary("a"), int(1)),
+                (atom("c"), int(3)),
+            ]),
+            // Keys that spell the same text.
+            map([(binary("a"), int(1)), (atom("a"), int(2))]),
+            // One `$` key: a tagged form, or not.
+            map([(binary("$atom"), binary("x"))]),
+            map([(binary("$atom"), int(1))]),
+            map([(binary("$x"), int(1))]),
+            map([(binary("$atom"), binary("x")), (binary("b"), int(1))]),
+            // Keys JSON cannot name.
+            map([(int(1), int(2))]),
+            map([(binary(vec![0xff]), int(2))]),
+            map([(
+                binary("nested"),
+                map([(binary("l"), list(vec![map([(atom("k"), float(2.25))])]))]),
+            )]),
+            pid("n@h", 1, 2, 3),
+            reference("n@h", &[1, 2, 3], 4),
+        ];
+        for t in &samples {
+            assert_same_json(t);
+        }
+        for text in [
+            r#"{"i": 1, "s": "x", "a": [1, 2.5, null, true, {"z": {}}]}"#,
+            r#"{"$int": "123456789012345678901234567890"}"#,
+            r#"{"$map": [[1, 2]]}"#,
+            r#"[{"$tuple": [1]}, {"$binary": "AAE="}]"#,
+        ] {
+            let v: serde_json::Value = serde_json::from_str(text).expect("json");
+            assert_same_json(&gater_term::json::json_to_term(&v));
+        }
+    }
 }

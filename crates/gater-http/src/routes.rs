@@ -122,14 +122,14 @@ pub fn authorize(
 /// Counts every request by route template and status class.
 pub async fn track(State(st): State<Arc<AppState>>, req: Request, next: Next) -> Response {
     let started = Instant::now();
-    let route = req
-        .extensions()
-        .get::<MatchedPath>()
-        .map(|p| p.as_str().to_owned())
-        .unwrap_or_else(|| "other".into());
+    let route = crate::metrics::route_index(
+        req.extensions()
+            .get::<MatchedPath>()
+            .map_or("other", MatchedPath::as_str),
+    );
     let resp = next.run(req).await;
     st.metrics
-        .observe(&route, resp.status().as_u16(), started.elapsed());
+        .observe_route(route, resp.status().as_u16(), started.elapsed());
     resp
 }
 
@@ -233,10 +233,11 @@ pub async fn read(
             .get_events(store, stream, from, count as usize, direction),
     )
     .await?;
-    let body = records::EventsOut {
-        events: events.iter().map(records::EventOut::new).collect(),
-    };
-    Ok(Json(body).into_response())
+    Ok((
+        [(header::CONTENT_TYPE, "application/json")],
+        records::events_body(&events),
+    )
+        .into_response())
 }
 
 /// `GET /v1/stores/{store}/streams/{stream}/version`

@@ -90,46 +90,45 @@ impl HttpApi {
     /// The router (for embedding or for tests).
     pub fn router(&self) -> Router {
         let st = self.state.clone();
-        let v1 = Router::new()
-            .route("/stores", get(routes::stores))
+        // One flat router (no `nest`): a nested router rewrites every request's URI.
+        Router::new()
+            .route("/v1/stores", get(routes::stores))
             .route(
-                "/stores/{store}/streams/{stream}/events",
+                "/v1/stores/{store}/streams/{stream}/events",
                 post(routes::append).get(routes::read),
             )
             .route(
-                "/stores/{store}/streams/{stream}/version",
+                "/v1/stores/{store}/streams/{stream}/version",
                 get(routes::version),
             )
-            .route("/stores/{store}/streams", get(routes::streams))
+            .route("/v1/stores/{store}/streams", get(routes::streams))
             .route(
-                "/stores/{store}/subscriptions",
+                "/v1/stores/{store}/subscriptions",
                 get(routes::list_subscriptions)
                     .post(routes::create_subscription)
                     .delete(routes::delete_subscription),
             )
             .route(
-                "/stores/{store}/subscriptions/{name}",
+                "/v1/stores/{store}/subscriptions/{name}",
                 axum::routing::delete(routes::delete_subscription_by_name),
             )
             .route(
-                "/stores/{store}/subscriptions/{name}/events",
+                "/v1/stores/{store}/subscriptions/{name}/events",
                 get(sse::events),
             )
             .route(
-                "/stores/{store}/subscriptions/{name}/ack",
+                "/v1/stores/{store}/subscriptions/{name}/ack",
                 post(routes::ack),
             )
             .route(
-                "/stores/{store}/snapshots/{source_uuid}/{stream_uuid}/{version}",
+                "/v1/stores/{store}/snapshots/{source_uuid}/{stream_uuid}/{version}",
                 put(routes::put_snapshot)
                     .get(routes::get_snapshot)
                     .delete(routes::delete_snapshot),
             )
-            .route("/stores/{store}/snapshots", get(routes::list_snapshots))
-            .route("/cluster/nodes", get(routes::nodes))
-            .route("/openapi.json", get(routes::openapi));
-        Router::new()
-            .nest("/v1", v1)
+            .route("/v1/stores/{store}/snapshots", get(routes::list_snapshots))
+            .route("/v1/cluster/nodes", get(routes::nodes))
+            .route("/v1/openapi.json", get(routes::openapi))
             .route("/health/live", get(routes::live))
             .route("/health/ready", get(routes::ready))
             .route("/metrics", get(routes::metrics))
@@ -170,12 +169,14 @@ impl HttpApi {
                 match tls {
                     Some(cfg) => {
                         axum_server::from_tcp_rustls(listener, cfg)?
+                            .http1_only()
                             .handle(handle)
                             .serve(app)
                             .await
                     }
                     None => {
                         axum_server::from_tcp(listener)?
+                            .http1_only()
                             .handle(handle)
                             .serve(app)
                             .await
