@@ -354,5 +354,25 @@ pub(crate) fn render_metrics(st: &AppState) -> String {
         "Messages to unknown names, dead pids or full mailboxes.",
         p.dropped_messages,
     );
+    // Leak gauges: each should come back to its baseline once load and peers let go.
+    let g64 = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);
+    metrics::gauge(
+        &mut out,
+        "gater_pool_local_pids",
+        "Local processes (open mailboxes) alive now on all distribution connections.",
+        g64(p.local_pids),
+    );
+    metrics::gauge(
+        &mut out,
+        "gater_pool_peer_monitors",
+        "Monitors peer processes hold now on our local processes and served names.",
+        g64(p.peer_monitors),
+    );
+    metrics::gauge(
+        &mut out,
+        "gater_pool_own_monitors",
+        "Monitors the gateway holds now on peer processes (targets with calls in flight).",
+        g64(p.own_monitors),
+    );
     out
 }

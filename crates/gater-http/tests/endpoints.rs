@@ -217,6 +217,21 @@ async fn every_endpoint_answers_as_documented() {
     assert!(text.contains("gater_http_requests_total{route=\"/v1/stores/{store}/streams/{stream}/events\",status=\"2xx\"}"), "{text}");
     assert!(text.contains("gater_http_requests_total{route=\"/v1/stores/{store}/streams/{stream}/events\",status=\"4xx\"} 2"));
     assert!(text.contains("gater_ready 1") && text.contains("gater_pool_calls_total"));
+    for gauge in [
+        "gater_pool_local_pids",
+        "gater_pool_peer_monitors",
+        "gater_pool_own_monitors",
+        "gater_http_sse_streams",
+    ] {
+        assert!(
+            text.contains(&format!("# HELP {gauge} "))
+                && text.contains(&format!("# TYPE {gauge} gauge\n"))
+                && text.lines().any(|l| l
+                    .strip_prefix(&format!("{gauge} "))
+                    .is_some_and(|v| v.parse::<i64>().is_ok())),
+            "{gauge} missing:\n{text}"
+        );
+    }
     assert!(!text.contains(SECRET) && !text.contains(tb.cookie()));
     srv.stop().await;
 }
