@@ -62,7 +62,8 @@
              persisted = #{},      % Stream => version in the log
              assigned = #{},       % leader: Stream => version, queued writes included
              replicas = #{},       % leader: follower pid => monitor
-             members = [],         % leader: nodes of its term (the quorum counts these)
+             members = [],         % the cluster: the last {members, _} entry of the log
+             standby = false,      % no leader, and too few members reachable to elect one
              inflight,             % leader: the batch being replicated
              queue = [],           % leader: writes waiting for the next batch, newest first
              flush = false,        % leader: a flush message is on its way
@@ -217,8 +218,9 @@ handle_call(status, _From, #st{} = St) ->
     {reply, #{role => St#st.role, synced => St#st.synced, leader => St#st.leader,
               persisted => St#st.persisted, term => St#st.term, last_index => St#st.last,
               replicas => maps:keys(St#st.replicas), members => St#st.members,
+              standby => St#st.standby,
               events => lists:sum([V + 1 || V <- maps:values(St#st.persisted)])}, St};
-handle_call(await_ready, From, #st{synced = false, waiters = W} = St) ->
+handle_call(await_ready, From, #st{synced = false, standby = false, waiters = W} = St) ->
     {noreply, St#st{waiters = [From | W]}};
 handle_call(await_ready, _From, St) ->
     {reply, ok, St};
@@ -326,27 +328,55 @@ elect(#st{store = Store} = St) ->
     Name = {testbed_leader, Store},
     case global:whereis_name(Name) of
         undefined ->
-            case global:register_name(Name, self(), fun global:notify_all_name/3) of
-                yes -> become_leader(St);
-                no -> erlang:send_after(rand:uniform(30), self(), elect), St
+            %% As Ra: only a node that reaches a majority of the cluster may lead, so the
+            %% most up-to-date log among them holds every acknowledged write.
+            Reached = [node() | [N || #{pid := P} <- peer_infos(Store), N <- [node(P)]]],
+            case quorum_of(Reached, St#st.members) of
+                false -> standby(Reached, St);
+                true ->
+                    case global:register_name(Name, self(), fun global:notify_all_name/3) of
+                        yes -> become_leader(St#st{standby = false});
+                        no -> erlang:send_after(rand:uniform(30), self(), elect), St
+                    end
             end;
-        Me when Me =:= self() -> become_leader(St);
-        Pid -> join_leader(Pid, St)
+        Me when Me =:= self() -> become_leader(St#st{standby = false});
+        Pid -> join_leader(Pid, St#st{standby = false})
     end.
+
+%% Too few members reachable: wait for more (await_ready answers meanwhile, so that a
+%% whole cluster can be restarted one node after another).
+standby(Reached, #st{standby = Was, waiters = W} = St) ->
+    Was orelse logger:notice("testbed: ~p waits for a majority of ~p to elect a leader of ~p (reached ~p)",
+                             [node(), St#st.members, St#st.store, Reached]),
+    [gen_server:reply(From, ok) || From <- W],
+    erlang:send_after(200, self(), elect),
+    St#st{standby = true, waiters = []}.
+
+%% Whether Nodes hold a majority of the cluster Members (any node, while none is known).
+quorum_of(_Nodes, []) -> true;
+quorum_of(Nodes, Members) ->
+    length([N || N <- lists:usort(Nodes), lists:member(N, Members)]) >= length(Members) div 2 + 1.
+
+peer_infos(Store) -> lists:append([peer_info({server(Store), N}) || N <- nodes()]).
 
 %% Takes over: adopt the most up-to-date log among the reachable replicas, start a new
 %% term, and bring every replica to this log.
 become_leader(#st{store = Store} = St0) ->
     St = flush_pending(St0),
-    Infos = lists:append([peer_info({server(Store), N}) || N <- nodes()]),
+    Infos = peer_infos(Store),
     St1 = adopt_best(Infos, St),
     Max = lists:max([N || {N, _} <- [St1#st.term | [T || #{term := T} <- Infos]]]),
     Term = {Max + 1, node()},
-    St2 = write_log([{St1#st.last + 1, Term, {leader, node()}}], St1#st{term = Term}),
-    logger:notice("testbed: ~p is now the leader of ~p (term ~p)", [node(), Store, Term]),
+    %% The cluster: every node that ever took part, and the ones here now.
+    Members = lists:usort([node() | [node(P) || #{pid := P} <- Infos]] ++ St1#st.members),
+    Next = St1#st.last + 1,
+    St2 = write_log([{Next, Term, {leader, node()}}]
+                    ++ [{Next + 1, Term, {members, Members}} || Members =/= St1#st.members],
+                    St1#st{term = Term}),
+    logger:notice("testbed: ~p is now the leader of ~p (term ~p, members ~p)",
+                  [node(), Store, Term, Members]),
     St3 = St2#st{role = leader, leader = self(), leader_mon = undefined, replicas = #{},
-                 members = [node()], assigned = St2#st.persisted, queue = [],
-                 inflight = undefined},
+                 assigned = St2#st.persisted, queue = [], inflight = undefined},
     %% Every live replica is a follower from the first write on: its own join may come
     %% later, and a write acknowledged before it must still be on its disk.
     St4 = lists:foldl(fun(#{pid := P, terms := Ts, last := L}, A) -> add_follower(P, Ts, L, A) end,
@@ -400,11 +430,11 @@ step_down(Their, #st{store = Store} = St) ->
             erlang:cancel_timer(Timer),
             %% Written here (maybe elsewhere too), never acknowledged: it may or may not
             %% survive, so no retry.
-            [gen_server:reply(From, {error, timeout}) || {From, _, _, _, _} <- Items];
+            [reply(From, {error, timeout}) || {From, _, _, _, _} <- Items];
         undefined -> ok
     end,
     %% Written nowhere: leader_call/2 retries these at the new leader.
-    [gen_server:reply(From, {error, not_leader}) || {From, _, _, _, _} <- St#st.queue],
+    [reply(From, {error, not_leader}) || {From, _, _, _, _} <- St#st.queue],
     [erlang:demonitor(M, [flush]) || M <- maps:values(St#st.replicas)],
     Name = {testbed_leader, Store},
     Self = self(),
@@ -414,7 +444,7 @@ step_down(Their, #st{store = Store} = St) ->
     end,
     erlang:send_after(20 + rand:uniform(30), self(), elect),
     St#st{role = electing, leader = undefined, leader_mon = undefined, synced = false,
-          term = max(Their, St#st.term), replicas = #{}, members = [], inflight = undefined,
+          term = max(Their, St#st.term), replicas = #{}, inflight = undefined,
           queue = [], assigned = St#st.persisted}.
 
 %% Serving: a leader, or a follower that has caught up with its leader.
@@ -423,6 +453,9 @@ ready(#st{waiters = W} = St) ->
     St#st{synced = true, waiters = []}.
 
 %% ---------------------------------------------------------------- leader: batches
+
+reply(none, _) -> ok;
+reply(From, Reply) -> gen_server:reply(From, Reply).
 
 enqueue(Item, #st{queue = Q} = St) -> schedule_flush(St#st{queue = [Item | Q]}).
 
@@ -458,23 +491,21 @@ acked(_, _, St) -> St.
 
 check_done(#st{inflight = #{waiting := [], acked := Acked, items := Items, timer := Timer}} = St) ->
     erlang:cancel_timer(Timer),
-    case length(lists:usort(Acked)) >= quorum(St#st.members) of
+    case quorum_of(Acked, St#st.members) of
         true ->
             [begin
                  emit(Recs, St),
                  [replay(M, St) || M <- Replays],
-                 gen_server:reply(From, Reply)
+                 reply(From, Reply)
              end || {From, Reply, _, Recs, Replays} <- Items];
         false ->
             Items =:= [] orelse
                 logger:warning("testbed: ~p: no quorum of ~p (acks from ~p): ~p writes not acknowledged",
                                [St#st.store, St#st.members, lists:usort(Acked), length(Items)]),
-            [gen_server:reply(From, {error, timeout}) || {From, _, _, _, _} <- Items]
+            [reply(From, {error, timeout}) || {From, _, _, _, _} <- Items]
     end,
     schedule_flush(St#st{inflight = undefined});
 check_done(St) -> St.
-
-quorum(Members) -> length(Members) div 2 + 1.
 
 %% A follower that died, fell silent or lost track of the log: it is no longer waited for
 %% and must join again.
@@ -505,7 +536,17 @@ add_follower(Pid, Terms, Last, #st{replicas = R} = St) ->
                    #{waiting := W} = B -> B#{waiting := lists:usort([Pid | W])};
                    undefined -> undefined
                end,
-    St#st{replicas = R1, members = lists:usort([node(Pid) | St#st.members]), inflight = Inflight}.
+    St1 = St#st{replicas = R1, inflight = Inflight},
+    %% A node new to the cluster becomes a member through the log, like any write.
+    case lists:member(node(Pid), St#st.members) of
+        true -> St1;
+        false ->
+            Members = lists:usort([node(Pid) | St#st.members]),
+            case [x || {_, _, [{members, M}], _, _} <- St1#st.queue, M =:= Members] of
+                [] -> enqueue({none, ok, [{members, Members}], [], []}, St1);
+                _ -> St1
+            end
+    end.
 
 entries_after(Index, #st{ltab = L}) ->
     ets:select(L, [{{'$1', '$2', '_', '$3'}, [{'>', '$1', Index}], [{{'$1', '$2', '$3'}}]}]).
@@ -597,9 +638,13 @@ truncate_to(K, St0) ->
                           ets:insert(Tab, {{version, S}, N - 1}),
                           Acc#{S => N - 1}
                   end, St#st.persisted, Firsts),
-    St1 = St#st{persisted = P, assigned = P, last = K, size = Off,
+    Members = case [x || {_, _, {members, _}} <- Gone] of
+                  [] -> St#st.members;
+                  _ -> members_in(ets:select(L, [{{'_', '_', '_', {members, '$1'}}, [], [{{members, '$1'}}]}]), [])
+              end,
+    St1 = St#st{persisted = P, assigned = P, last = K, size = Off, members = Members,
                 terms = [B || {F, _} = B <- St#st.terms, F =< K]},
-    case [x || {_, _, E} <- Gone, element(1, E) =/= event, element(1, E) =/= leader] of
+    case [x || {_, _, E} <- Gone, not lists:member(element(1, E), [event, leader, members])] of
         [] -> St1;
         _ -> rebuild_state(St1)
     end.
@@ -630,6 +675,10 @@ write_log(IEs, #st{log = Log, size = Size0, ltab = L, terms = Terms0} = St) ->
     {LastI, _, _} = lists:last(IEs),
     track([E || {_, _, E} <- IEs], St#st{size = Size, terms = Terms, last = LastI}).
 
+%% The last cluster membership written in a list of entries (Default when none).
+members_in(Entries, Default) ->
+    lists:foldl(fun({members, M}, _) -> M; (_, Acc) -> Acc end, Default, Entries).
+
 term_at(I, [{F, T} | _]) when F =< I -> T;
 term_at(I, [_ | Rest]) -> term_at(I, Rest);
 term_at(_, []) -> ?NO_TERM.
@@ -655,7 +704,7 @@ track(Entries, St) ->
                             maps:put(Stream, max(N, maps:get(Stream, Acc, -1)), Acc);
                        (_, Acc) -> Acc
                     end, St#st.persisted, Entries),
-    St#st{persisted = P}.
+    St#st{persisted = P, members = members_in(Entries, St#st.members)}.
 
 apply_due(#st{pending = Pending} = St) ->
     Now = erlang:monotonic_time(millisecond),

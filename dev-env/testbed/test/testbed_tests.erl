@@ -418,37 +418,48 @@ failover(C0) ->
     Leader = leader_node(N0),
     ?assertEqual(N0, Leader),
     Acked1 = append_n(node_of(C0, 2), <<"f">>, 0, 19),
-    %% Kill a follower: nothing is lost, writes go on.
+    %% Kill a follower: nothing is lost, writes go on (2 of 3 is a majority).
     Follower = node_of(C0, 2),
     kill(Follower),
     Acked2 = append_n(N0, <<"f">>, 20, 29),
+    %% It comes back and catches up.
+    C1 = restart_node(C0, 2),
+    {ok, 29} = gen_server:call(worker_on(node_of(C1, 2)), {get_version, ?STORE, <<"f">>}),
     %% Kill the leader: another node takes over within seconds.
     kill(N0),
-    N1 = node_of(C0, 1),
-    await(fun() -> lists:member(leader_node(N1), [N1]) end, new_leader),
+    N1 = node_of(C1, 1),
+    await(fun() -> lists:member(leader_node(N1), [N1, node_of(C1, 2)]) end, new_leader),
     Acked3 = append_n(N1, <<"f">>, 30, 39),
     All = Acked1 ++ Acked2 ++ Acked3,
     {ok, V} = gen_server:call(worker_on(N1), {get_version, ?STORE, <<"f">>}),
     ?assertEqual(length(All) - 1, V),
-    ?assertEqual(ok, testbed:check_log(dir_of(C0, 1), ?STORE)),
-    ?assertEqual(length(All), length(testbed:stored_events(dir_of(C0, 1), ?STORE))),
-    %% Every acknowledged append is in the new leader's log exactly once.
-    Ids = [Id || {<<"f">>, _, Id} <- testbed:stored_events(dir_of(C0, 1), ?STORE)],
-    ?assertEqual(lists:sort([iolist_to_binary(["id-", integer_to_list(I)]) || I <- All]), lists:sort(Ids)),
+    [begin
+         ?assertEqual(ok, testbed:check_log(dir_of(C1, I), ?STORE)),
+         %% Every acknowledged append is in the survivors' logs exactly once.
+         Ids = [Id || {<<"f">>, _, Id} <- testbed:stored_events(dir_of(C1, I), ?STORE)],
+         ?assertEqual(lists:sort([iolist_to_binary(["id-", integer_to_list(J)]) || J <- All]), lists:sort(Ids))
+     end || I <- [1, 2]],
     %% A restarted node replays its log and catches up with the leader.
-    C1 = restart_node(C0, 0),
-    N0b = node_of(C1, 0),
+    C2 = restart_node(C1, 0),
+    N0b = node_of(C2, 0),
     {ok, V} = gen_server:call(worker_on(N0b), {get_version, ?STORE, <<"f">>}),
-    ?assertEqual(ok, testbed:check_log(dir_of(C1, 0), ?STORE)),
-    ?assertEqual(length(All), length(testbed:stored_events(dir_of(C1, 0), ?STORE))),
-    C2 = restart_node(C1, 2),
-    {ok, V} = gen_server:call(worker_on(node_of(C2, 2)), {get_version, ?STORE, <<"f">>}),
-    ?assertEqual(ok, testbed:check_log(dir_of(C2, 2), ?STORE)),
-    Health = gen_server:call(worker_on(N1), {verify_cluster_consistency, ?STORE}),
+    ?assertEqual(ok, testbed:check_log(dir_of(C2, 0), ?STORE)),
+    ?assertEqual(length(All), length(testbed:stored_events(dir_of(C2, 0), ?STORE))),
+    %% Only one node of three left: no majority, so no write is acknowledged (as in Ra).
+    Lead = leader_node(N1),
+    [Other1, Other2] = [I || I <- [0, 1, 2], node_of(C2, I) =/= Lead],
+    kill(node_of(C2, Other1)),
+    kill(node_of(C2, Other2)),
+    ?assertMatch({error, _}, gen_server:call(worker_on(Lead), {append_events, ?STORE, <<"f">>,
+                                                               [new_event(<<"lonely">>, 0)]}, 20000)),
+    %% A second node back: a majority again, writes are acknowledged.
+    C3 = restart_node(C2, Other1),
+    {ok, _} = gen_server:call(worker_on(Lead), {append_events, ?STORE, <<"f">>, [new_event(<<"back">>, 0)]}),
+    Health = gen_server:call(worker_on(node_of(C3, Other1)), {verify_cluster_consistency, ?STORE}),
     ?assertMatch({ok, #{status := consistent}}, Health),
-    [?assertMatch({ok, #{}}, gen_server:call(worker_on(N1), {Check, ?STORE}))
+    [?assertMatch({ok, #{}}, gen_server:call(worker_on(node_of(C3, Other1)), {Check, ?STORE}))
      || Check <- [quick_health_check, verify_membership_consensus, check_raft_log_consistency]],
-    stop_cluster(C2).
+    stop_cluster(C3).
 
 kill(Node) ->
     erlang:monitor_node(Node, true),
