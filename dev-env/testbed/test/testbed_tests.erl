@@ -684,3 +684,29 @@ fencing(C) ->
     ?assertEqual([{<<"x">>, 0, <<"x0">>}, {<<"x">>, 1, <<"x1">>}],
                  testbed:stored_events(dir_of(C, 0), ?STORE)),
     ?assertEqual({ok, 1}, gen_server:call(worker_on(N0), {get_version, ?STORE, <<"x">>})).
+
+cold_restart_test_() ->
+    {setup, fun() -> start_cluster("r", 3, #{}) end, fun stop_cluster/1,
+     fun(C) -> {"whole cluster restarted one node after another, stalest first: no acked append lost",
+                {timeout, 90, fun() -> cold_restart(C) end}} end}.
+
+cold_restart(C) ->
+    N0 = node_of(C, 0),
+    {ok, 0} = gen_server:call(worker_on(N0), {append_events, ?STORE, <<"r">>, [new_event(<<"r0">>, 0)]}),
+    %% n1 goes down first; n0 and n2 acknowledge one more append without it.
+    kill(node_of(C, 1)),
+    {ok, 1} = gen_server:call(worker_on(N0), {append_events, ?STORE, <<"r">>, [new_event(<<"r1">>, 1)]}),
+    kill(N0),
+    kill(node_of(C, 2)),
+    %% The stalest node comes back first: alone it is no majority, so it waits (its boot
+    %% still returns); with the second node the most up-to-date log leads.
+    C1 = restart_node(C, 1),
+    ?assertMatch(#{standby := true}, erpc:call(node_of(C1, 1), testbed_store, status, [?STORE])),
+    C2 = restart_node(C1, 0),
+    await(fun() -> #{synced := true} = erpc:call(node_of(C2, 1), testbed_store, status, [?STORE]), true end,
+          n1_synced),
+    C3 = restart_node(C2, 2),
+    [?assertEqual([{<<"r">>, 0, <<"r0">>}, {<<"r">>, 1, <<"r1">>}],
+                  testbed:stored_events(dir_of(C3, I), ?STORE)) || I <- [0, 1, 2]],
+    {ok, 2} = gen_server:call(worker_on(node_of(C3, 1)), {append_events, ?STORE, <<"r">>, [new_event(<<"r2">>, 2)]}),
+    stop_cluster(C3).
