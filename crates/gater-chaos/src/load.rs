@@ -31,10 +31,10 @@ pub struct LoadConfig {
     pub stream_prefix: String,
     /// Bearer token, when authentication is on.
     pub token: Option<String>,
-    /// SSE subscriber tasks (each opens the event stream of `sse_subscription`).
+    /// SSE subscriber tasks. Subscriber `i` creates a transient subscription to writer
+    /// `i`'s stream, opens its event stream, reads it, drops it (which ends the transient
+    /// subscription), and again.
     pub sse_subscribers: usize,
-    /// The subscription the SSE subscribers follow.
-    pub sse_subscription: String,
     /// How long a subscriber keeps one stream open before dropping it.
     pub sse_hold: Duration,
 }
@@ -59,7 +59,6 @@ impl LoadConfig {
             stream_prefix: stream_prefix.to_owned(),
             token: None,
             sse_subscribers: 0,
-            sse_subscription: String::new(),
             sse_hold: Duration::from_secs(2),
         }
     }
@@ -153,8 +152,9 @@ impl Load {
             .connect_timeout(cfg.timeout)
             .build()
             .unwrap_or_default();
-        for _ in 0..cfg.sse_subscribers {
+        for i in 0..cfg.sse_subscribers {
             tasks.push(tokio::spawn(subscriber(
+                i,
                 cfg.clone(),
                 sse_client.clone(),
                 started,
@@ -434,44 +434,74 @@ async fn reader(
     }
 }
 
-/// Opens the subscription's event stream, reads it for `sse_hold` (it must answer 200
-/// `text/event-stream` and the body must not fail), drops it, and again.
+/// Creates a transient subscription to writer `i`'s stream, opens its event stream,
+/// reads it for `sse_hold` (it must answer 200 and the body must not fail), drops it, and
+/// again.
 async fn subscriber(
+    i: usize,
     cfg: LoadConfig,
     client: reqwest::Client,
     started: Instant,
     mut gate: Gate,
     shared: Arc<Mutex<Shared>>,
 ) {
-    let url = format!(
-        "{}/v1/stores/{}/subscriptions/{}/events",
-        cfg.url, cfg.store, cfg.sse_subscription
-    );
+    let subs = format!("{}/v1/stores/{}/subscriptions", cfg.url, cfg.store);
+    let body = json!({
+        "type": "by_stream",
+        "selector": format!("${}-w{}", cfg.stream_prefix, i % cfg.writers.max(1)),
+        "name": "transient",
+        "persistent": false,
+    });
     while let Some(busy) = gate.enter().await {
         let t0 = Instant::now();
-        let error = match auth(client.get(&url), &cfg.token).send().await {
-            Ok(mut resp) if resp.status() == 200 => {
-                let mut stop = gate.stop.clone();
-                let mut paused = gate.paused.clone();
-                let read = async {
-                    loop {
-                        match resp.chunk().await {
-                            Ok(Some(_)) => {}
-                            Ok(None) => return Some("sse stream ended".to_owned()),
-                            Err(e) => return Some(format!("sse {}", client_error(&e))),
+        let created = auth(client.post(&subs).json(&body), &cfg.token)
+            .timeout(cfg.timeout)
+            .send()
+            .await;
+        let name = match created {
+            Ok(r) if r.status() == 201 => r
+                .json::<Value>()
+                .await
+                .ok()
+                .and_then(|v| v.get("name").and_then(Value::as_str).map(str::to_owned))
+                .ok_or_else(|| "sse subscription: no name".to_owned()),
+            Ok(r) => Err(format!("sse subscription {}", r.status().as_u16())),
+            Err(e) => Err(format!("sse subscription {}", client_error(&e))),
+        };
+        let opened = match name {
+            Ok(name) => Ok(
+                auth(client.get(format!("{subs}/{name}/events")), &cfg.token)
+                    .send()
+                    .await,
+            ),
+            Err(e) => Err(e),
+        };
+        let error = match opened {
+            Err(e) => Some(e),
+            Ok(opened) => match opened {
+                Ok(mut resp) if resp.status() == 200 => {
+                    let mut stop = gate.stop.clone();
+                    let mut paused = gate.paused.clone();
+                    let read = async {
+                        loop {
+                            match resp.chunk().await {
+                                Ok(Some(_)) => {}
+                                Ok(None) => return Some("sse stream ended".to_owned()),
+                                Err(e) => return Some(format!("sse {}", client_error(&e))),
+                            }
                         }
+                    };
+                    tokio::select! {
+                        e = read => e,
+                        _ = tokio::time::sleep(cfg.sse_hold) => None,
+                        _ = stop.changed() => None,
+                        _ = paused.wait_for(|p| *p) => None,
                     }
-                };
-                tokio::select! {
-                    e = read => e,
-                    _ = tokio::time::sleep(cfg.sse_hold) => None,
-                    _ = stop.changed() => None,
-                    _ = paused.wait_for(|p| *p) => None,
+                    // The stream (and its connection) is dropped here.
                 }
-                // The stream (and its connection) is dropped here.
-            }
-            Ok(resp) => Some(format!("sse {}", resp.status().as_u16())),
-            Err(e) => Some(format!("sse {}", client_error(&e))),
+                Ok(resp) => Some(format!("sse {}", resp.status().as_u16())),
+                Err(e) => Some(format!("sse {}", client_error(&e))),
+            },
         };
         if let Ok(mut s) = shared.lock() {
             s.outcomes.push(Outcome {

@@ -65,10 +65,11 @@ fn run() -> Result<i32> {
             let r = rt.block_on(interruptible(scenario::soak(&opts)))?;
             println!("## Soak ({minutes} min)\n");
             println!(
-                "requests {} (appends, reads, SSE streams), failed {}, SSE streams opened, read and dropped {}, RSS growth after warm-up {:+.1} %",
+                "requests {} (appends, reads, SSE streams), failed {}, SSE streams opened, read and dropped {} ({} events sent on them), RSS growth after warm-up {:+.1} %",
                 r.requests,
                 r.errors,
                 r.sse_cycles,
+                r.sse_events,
                 r.growth * 100.0
             );
             println!("\nRSS samples (s, kB): {:?}", r.rss);

@@ -560,7 +560,11 @@ pub const REQUIRED_GAUGES: &[&str] = &[
 ];
 
 /// Asserted the same way when /metrics has them.
-pub const OPTIONAL_GAUGES: &[&str] = &["gater_pool_pending_refs", "gater_pool_calls_in_flight"];
+pub const OPTIONAL_GAUGES: &[&str] = &[
+    "gater_pool_pending_refs",
+    "gater_pool_calls_in_flight",
+    "gater_api_subscription_topics",
+];
 
 /// One leak gauge: its level at rest after warm-up and at the end (summed over labels;
 /// `None`: not in /metrics).
@@ -609,6 +613,8 @@ pub struct SoakReport {
     pub error_kinds: Vec<(String, usize)>,
     /// SSE streams opened, read and dropped during the run.
     pub sse_cycles: usize,
+    /// Events the daemon sent on SSE streams (`gater_http_sse_events_total` at the end).
+    pub sse_events: f64,
     /// The leak gauges.
     pub gauges: Vec<GaugeCheck>,
     /// The log check.
@@ -706,25 +712,9 @@ pub async fn soak(opts: &SoakOptions) -> Result<SoakReport> {
     let tb = blocking(|| testbed("soak", Vec::new(), None))?;
     let mut daemon = Daemon::start(&tb, &[], &opts.out_dir.join("soak-daemon.log"))?;
     daemon.wait_ready(Duration::from_secs(30)).await?;
-    let client = reqwest::Client::new();
-    // The subscription the SSE subscribers follow.
-    let sub = serde_json::json!({"type": "by_stream", "selector": "$all", "name": "soak", "persistent": false});
-    let r = client
-        .post(format!("{}/v1/stores/{STORE}/subscriptions", daemon.url()))
-        .json(&sub)
-        .send()
-        .await?;
-    if !r.status().is_success() {
-        bail!(
-            "creating the SSE subscription gave {}: {}",
-            r.status(),
-            r.text().await.unwrap_or_default()
-        );
-    }
     let load = Load::start(LoadConfig {
         pace: Some(Duration::from_millis(20)),
         sse_subscribers: 2,
-        sse_subscription: "soak".into(),
         sse_hold: Duration::from_secs(3),
         ..LoadConfig::new(
             daemon.url(),
@@ -800,6 +790,10 @@ pub async fn soak(opts: &SoakOptions) -> Result<SoakReport> {
         errors: outcomes.iter().filter(|o| !o.ok).count(),
         error_kinds,
         sse_cycles: outcomes.iter().filter(|o| o.sse && o.ok).count(),
+        sse_events: end
+            .get("gater_http_sse_events_total")
+            .copied()
+            .unwrap_or(0.0),
         gauges,
         verdicts,
     })
