@@ -43,7 +43,8 @@ pub fn ensure() -> Result<()> {
     Ok(())
 }
 
-fn is_root() -> bool {
+/// Whether this process runs as root.
+pub(crate) fn is_root() -> bool {
     Command::new("id")
         .arg("-u")
         .output()

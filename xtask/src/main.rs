@@ -5,6 +5,7 @@ mod bench_report;
 mod chaos;
 mod deploy_check;
 mod erlang;
+mod otp;
 mod testbed;
 mod up;
 mod util;
@@ -24,6 +25,7 @@ tasks:
   chaos [--short] [--strict] [--require-netns]   faults under load through the daemon (in a network namespace of its own when root), then the acknowledged-append check
   chaos soak [--minutes N]   N minutes of moderate load: RSS and leak gauges
   erlang             make sure erl and erlc are installed (installs erlang-nox as root on Debian)
+  otp27              the testbed EUnit tests and the Rust tests that start Erlang nodes, on OTP 27 (Debian trixie in a chroot; root)
 ";
 
 fn main() {
@@ -47,6 +49,7 @@ fn run(args: &[String]) -> Result<()> {
         "bench" => bench(rest),
         "chaos" => chaos::main(rest),
         "erlang" => erlang::ensure().map(|_| ()),
+        "otp27" => otp::main(rest),
         "help" | "-h" | "--help" => {
             print!("{USAGE}");
             Ok(())

@@ -73,8 +73,12 @@ fn testbed_dir() -> PathBuf {
     root().join("dev-env").join("testbed")
 }
 
+/// `dev-env/testbed/ebin`, or `XTASK_TESTBED_EBIN` (`cargo xtask otp27` compiles there
+/// with another OTP release, apart from the default build).
 fn ebin_dir() -> PathBuf {
-    testbed_dir().join("ebin")
+    std::env::var_os("XTASK_TESTBED_EBIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| testbed_dir().join("ebin"))
 }
 
 pub(crate) fn state_dir() -> PathBuf {

@@ -667,7 +667,13 @@ pub fn ensure_compiled() -> Result<PathBuf, TestbedError> {
         })
         .collect();
     files.sort();
+    let erlc = find_program("erlc")?;
+    // The compiler is part of the key: beams of a newer OTP may not load on an older one
+    // (`cargo xtask otp27` runs the same tests with OTP 27's erlc first on the PATH).
     let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in erlc.to_string_lossy().bytes() {
+        hash = (hash ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3);
+    }
     for f in &files {
         let name = f.file_name().map(|n| n.to_string_lossy().into_owned());
         for b in name.unwrap_or_default().bytes().chain(std::fs::read(f)?) {
@@ -689,7 +695,6 @@ pub fn ensure_compiled() -> Result<PathBuf, TestbedError> {
         NEXT.fetch_add(1, Ordering::Relaxed)
     ));
     std::fs::create_dir_all(&tmp)?;
-    let erlc = find_program("erlc")?;
     let out = Command::new(erlc)
         .arg("-o")
         .arg(&tmp)
