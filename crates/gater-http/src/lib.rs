@@ -22,6 +22,8 @@
 
 pub mod auth;
 pub mod error;
+#[doc(hidden)]
+pub mod fuzzing;
 mod input;
 mod limits;
 pub mod metrics;

@@ -305,7 +305,7 @@ pub async fn list_subscriptions(
 }
 
 /// A subscription from a POST or DELETE body.
-fn subscription_from(store: &str, body: &Value) -> Result<Subscription> {
+pub(crate) fn subscription_from(store: &str, body: &Value) -> Result<Subscription> {
     if !body.is_object() {
         return Err(ApiError::bad_field("body", "must be an object"));
     }
@@ -420,6 +420,20 @@ pub(crate) async fn find_subscription(
     Ok(sub.start_from(info.start_from))
 }
 
+/// The event an ack body names: `(event_stream_id, event_number)`.
+pub(crate) fn ack_target(body: &Value) -> Result<(&str, i64)> {
+    let stream = input::name(
+        "event_stream_id",
+        input::str_field(body, "event_stream_id")?,
+    )?;
+    let number = body
+        .get("event_number")
+        .and_then(Value::as_i64)
+        .filter(|n| *n >= 0)
+        .ok_or_else(|| ApiError::bad_field("event_number", "must be a non-negative integer"))?;
+    Ok((stream, number))
+}
+
 /// `POST /v1/stores/{store}/subscriptions/{name}/ack`, body
 /// `{"event_stream_id": s, "event_number": n}`: a persistent subscription moves on to n+1.
 pub async fn ack(
@@ -432,15 +446,7 @@ pub async fn ack(
     authorize(&st, &headers, Some(store), Some(Op::Subscribe))?;
     let name = input::name("name", &name)?;
     let body = input::json_body(body)?;
-    let stream = input::name(
-        "event_stream_id",
-        input::str_field(&body, "event_stream_id")?,
-    )?;
-    let number = body
-        .get("event_number")
-        .and_then(Value::as_i64)
-        .filter(|n| *n >= 0)
-        .ok_or_else(|| ApiError::bad_field("event_number", "must be a non-negative integer"))?;
+    let (stream, number) = ack_target(&body)?;
     // ExESDB acks the event record itself: read it back rather than trust the client's copy.
     let events = call(
         &st,

@@ -3,7 +3,9 @@
 //! Each SSE event is `event: event`, `id: <event_number>`, `data: <EventRecord JSON>`.
 //! A client that reconnects with `Last-Event-ID: n` (or `?after=n`) resumes at `n + 1`:
 //! the subscription replays from there (persistent ones), and for a single-stream
-//! subscription nothing at or below `n` is sent again. At shutdown the stream ends with
+//! subscription nothing at or below `n` is sent again. The id is a number within one
+//! stream, so only single-stream resumes are exact (`docs/http-api.md` says what
+//! happens for the others). At shutdown the stream ends with
 //! `event: shutdown`, so clients know to reconnect elsewhere.
 
 use std::convert::Infallible;
