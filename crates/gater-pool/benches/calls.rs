@@ -184,7 +184,12 @@ fn main() {
             "conc", "ours c/s", "p50 us", "p99 us", "cpu us/c", "beam c/s", "p50 us", "p99 us", "cpu us/c",
             "thr x", "p99 x", "cpu x"
         );
+        // GATER_BENCH_CONC=256: only that row (for profiling).
+        let only: Option<usize> = std::env::var("GATER_BENCH_CONC").ok().and_then(|v| v.parse().ok());
         for (conc, total) in RUNS {
+            if only.is_some_and(|c| c != conc) {
+                continue;
+            }
             let before = pool.metrics();
             let o = ours(&pool, &pid, conc, total).await;
             let after = pool.metrics();

@@ -6,6 +6,7 @@ use crate::framing::{self, Frame};
 use crate::metrics::Metrics;
 use bytes::BytesMut;
 use std::sync::Arc;
+use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::mpsc;
@@ -18,6 +19,99 @@ const COMMAND_BATCH: usize = 512;
 pub(crate) struct Limits {
     pub max_frame_len: usize,
     pub max_write_buffer: usize,
+}
+
+/// From this many calls sent and not yet answered, new calls may be held back (see
+/// [`Hold`]).
+const HOLD_MIN_UNANSWERED: usize = 64;
+/// Longest a write is held back (tokio's timer rounds it up to its 1 ms tick).
+const HOLD_MAX: Duration = Duration::from_micros(500);
+/// Writes are held back only while replies keep coming: one must have been read this
+/// recently.
+const REPLY_RECENT: Duration = Duration::from_millis(1);
+
+/// Write coalescing when the peer is busy. With many calls sent and not yet answered the
+/// peer has a queue of work; new calls written a little later, as a bigger batch, keep
+/// that queue non-empty while costing one syscall per batch instead of one per few
+/// calls, on both sides. While holding, the task takes no commands either (callers'
+/// sends then do not wake it). A hold lasts only while: at least
+/// [`HOLD_MIN_UNANSWERED`] calls are on the wire, the calls waiting to be written are
+/// fewer than half of those, a reply was read within [`REPLY_RECENT`] (the peer is
+/// answering, not stuck), and for at most [`HOLD_MAX`]. Otherwise (few calls, a quiet
+/// peer) the task writes as soon as it has bytes.
+#[derive(Debug)]
+struct Hold {
+    /// Calls taken since the output buffer was last emptied.
+    unsent_calls: usize,
+    /// When the task started holding back the current output.
+    since: Option<std::time::Instant>,
+    /// When a read last brought frames.
+    last_read: std::time::Instant,
+}
+
+impl Hold {
+    /// Whether to hold back, with `in_flight` calls taken and `queued` commands not yet.
+    fn should_hold(&mut self, in_flight: usize, queued: usize, now: std::time::Instant) -> bool {
+        let waiting = self.unsent_calls + queued;
+        let unanswered = in_flight.saturating_sub(self.unsent_calls);
+        let hold = waiting > 0
+            && unanswered >= HOLD_MIN_UNANSWERED
+            && waiting * 2 < unanswered
+            && now.saturating_duration_since(self.last_read) < REPLY_RECENT
+            && self.since.is_none_or(|t| now < t + HOLD_MAX);
+        if hold && self.since.is_none() {
+            self.since = Some(now);
+        }
+        hold
+    }
+
+    /// When the current hold ends.
+    fn until(&self) -> Option<std::time::Instant> {
+        self.since.map(|t| t + HOLD_MAX)
+    }
+
+    /// The output buffer is empty: the next hold may start.
+    fn written_all(&mut self) {
+        self.unsent_calls = 0;
+        self.since = None;
+    }
+}
+
+/// Puts the task at the back of its worker's run queue once, behind the tasks already
+/// woken (the callers the last replies woke), without polling the I/O driver as
+/// `tokio::task::yield_now` does (an `epoll_wait` per use).
+fn requeue() -> impl std::future::Future<Output = ()> {
+    let mut queued = false;
+    std::future::poll_fn(move |cx| {
+        if queued {
+            return std::task::Poll::Ready(());
+        }
+        queued = true;
+        cx.waker().wake_by_ref();
+        std::task::Poll::Pending
+    })
+}
+
+/// Takes the commands waiting, up to [`COMMAND_BATCH`] or a full write buffer; returns
+/// how many commands and how many of them were calls.
+fn drain(
+    core: &mut Core,
+    commands: &mut mpsc::Receiver<Command>,
+    now: std::time::Instant,
+    max_write_buffer: usize,
+) -> (usize, usize) {
+    let (mut n, mut calls) = (0, 0);
+    while n < COMMAND_BATCH && core.output().len() < max_write_buffer {
+        match commands.try_recv() {
+            Ok(cmd) => {
+                calls += usize::from(matches!(cmd, Command::Call { .. }));
+                core.handle_command(cmd, now)
+            }
+            Err(_) => break,
+        }
+        n += 1;
+    }
+    (n, calls)
 }
 
 /// Runs one connection until it closes; every call still in flight then fails.
@@ -35,8 +129,25 @@ pub(crate) async fn run(
     // loop turn would cost a timer-wheel registration per wake-up.
     let timer = tokio::time::sleep_until(Instant::from_std(core.poll_timeout()));
     tokio::pin!(timer);
+    let mut hold = Hold {
+        unsent_calls: 0,
+        since: None,
+        last_read: std::time::Instant::now(),
+    };
     let reason = loop {
-        let deadline = Instant::from_std(core.poll_timeout());
+        let now = std::time::Instant::now();
+        let can_take = core.output().len() < limits.max_write_buffer;
+        let holding = hold.should_hold(core.calls_in_flight(), commands.len(), now);
+        if !holding && can_take && !commands.is_empty() {
+            // What queued up during a hold goes out in the next write.
+            let (_, calls) = drain(&mut core, &mut commands, now, limits.max_write_buffer);
+            hold.unsent_calls += calls;
+        }
+        let mut deadline = core.poll_timeout();
+        if let Some(until) = hold.until().filter(|_| holding) {
+            deadline = deadline.min(until);
+        }
+        let deadline = Instant::from_std(deadline);
         if timer.deadline() != deadline {
             timer.as_mut().reset(deadline);
         }
@@ -56,6 +167,7 @@ pub(crate) async fn run(
                     Err(e) => break CloseReason::Io(e.to_string()),
                 }
                 let now = std::time::Instant::now();
+                hold.last_read = now;
                 let mut failed = None;
                 loop {
                     match framing::next_frame(&mut inbuf, limits.max_frame_len) {
@@ -88,26 +200,33 @@ pub(crate) async fn run(
                 }
             }
             Some(cmd) = housekeeping.recv() => core.handle_command(cmd, std::time::Instant::now()),
-            cmd = commands.recv(), if can_take => {
+            cmd = commands.recv(), if can_take && !holding => {
                 let Some(cmd) = cmd else { break CloseReason::Shutdown };
                 let now = std::time::Instant::now();
+                let before = core.calls_in_flight();
+                hold.unsent_calls += usize::from(matches!(cmd, Command::Call { .. }));
                 core.handle_command(cmd, now);
-                for _ in 0..COMMAND_BATCH {
-                    match commands.try_recv() {
-                        Ok(cmd) => core.handle_command(cmd, now),
-                        Err(_) => break,
-                    }
-                    if core.output().len() >= limits.max_write_buffer {
-                        break;
-                    }
+                let (taken, calls) = drain(&mut core, &mut commands, now, limits.max_write_buffer);
+                hold.unsent_calls += calls;
+                // Other calls in flight: their callers are likely about to send again (the
+                // replies just read woke them). Let them run before writing, so their calls
+                // join this write: one syscall per burst instead of one per caller.
+                if before > 0 && taken + 1 < COMMAND_BATCH && core.output().len() < limits.max_write_buffer {
+                    requeue().await;
+                    let now = std::time::Instant::now();
+                    let (_, calls) = drain(&mut core, &mut commands, now, limits.max_write_buffer);
+                    hold.unsent_calls += calls;
                 }
             }
-            r = wr.write(core.output()), if !core.output().is_empty() => {
+            r = wr.write(core.output()), if !core.output().is_empty() && !holding => {
                 match r {
                     Ok(0) => break CloseReason::PeerClosed,
                     Ok(n) => {
                         core.consume_output(n);
                         Metrics::add(&metrics.socket_writes, 1);
+                        if core.output().is_empty() {
+                            hold.written_all();
+                        }
                     }
                     Err(e) => break CloseReason::Io(e.to_string()),
                 }

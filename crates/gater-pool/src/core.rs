@@ -242,7 +242,6 @@ impl Core {
     }
 
     /// Calls waiting for a reply.
-    #[cfg(test)]
     pub(crate) fn calls_in_flight(&self) -> usize {
         self.calls.len()
     }
