@@ -47,13 +47,13 @@
 
 -export([start_link/1, await_ready/2, server/1, tab/1, known/1, leader/1, leader_node/1, leader_call/2,
          local_version/2, local_configs/0, status/1, read_log/1, read_frames/1, log_path/2,
-         match_index/4]).
+         match_index/4, log_info/1]).
 -export([init/1, handle_call/3, handle_cast/2, handle_info/2, terminate/2]).
 
 -define(NO_TERM, {0, ''}).
 -define(REPLICATE_TIMEOUT, 5000).
 
--record(st, {store, tab, log, path, size = 0,
+-record(st, {store, tab, meta, log, path, size = 0,
              ltab,                 % private ordered_set: {Index, Term, Offset, Entry}
              last = 0,             % last index in the log
              terms = [],           % [{FirstIndex, Term}] of the log, newest first
@@ -134,6 +134,14 @@ local_configs() ->
     [#{node => node(), store => gen_server:call(server(S), config)}
      || S <- testbed_app:env(stores)].
 
+%% @doc The shape of this node's log of Store (`#{pid, term, last, terms}'), read without
+%% calling the store server: two nodes electing at once ask each other for it.
+log_info(Store) ->
+    case persistent_term:get({?MODULE, Store, meta}, undefined) of
+        undefined -> undefined;
+        Meta -> ets:lookup_element(Meta, info, 2)
+    end.
+
 %% @doc Role, leader, term and persisted versions (for health checks and tests).
 status(Store) -> gen_server:call(server(Store), status).
 
@@ -182,10 +190,12 @@ init(Store) ->
     ok = filelib:ensure_dir(Path),
     Tab = ets:new(testbed_replica, [set, public, {read_concurrency, true}]),
     LTab = ets:new(testbed_log, [ordered_set, private]),
-    St0 = #st{store = Store, tab = Tab, ltab = LTab, path = Path,
+    Meta = ets:new(testbed_meta, [set, public, {read_concurrency, true}]),
+    St0 = #st{store = Store, tab = Tab, ltab = LTab, meta = Meta, path = Path,
               lag = testbed_app:env(lag_ms, 0), created_us = testbed_rec:now_us()},
-    St1 = recover(St0),
+    St1 = publish(recover(St0)),
     persistent_term:put({?MODULE, Store}, Tab),
+    persistent_term:put({?MODULE, Store, meta}, Meta),
     self() ! elect,
     {ok, St1}.
 
@@ -224,8 +234,6 @@ handle_call(await_ready, From, #st{synced = false, standby = false, waiters = W}
     {noreply, St#st{waiters = [From | W]}};
 handle_call(await_ready, _From, St) ->
     {reply, ok, St};
-handle_call(log_info, _From, St) ->
-    {reply, log_info(St), St};
 handle_call({entries_from, From}, _From, St) ->
     {reply, entries_after(From - 1, St), St};
 handle_call(_Write, _From, #st{role = Role} = St) when Role =/= leader ->
@@ -266,7 +274,7 @@ handle_cast({rejected, Pid, Their, Why}, #st{role = leader} = St) ->
         false -> {noreply, drop_replica(Pid, Why, St)}
     end;
 handle_cast({rejected, _, Their, _}, St) ->
-    {noreply, St#st{term = max(Their, St#st.term)}};
+    {noreply, publish(St#st{term = max(Their, St#st.term)})};
 %% Follower side.
 handle_cast({append_entries, Term, Leader, _, _, _, _}, #st{term = Mine} = St) when Term < Mine ->
     gen_server:cast(Leader, {rejected, self(), Mine, stale_term}),
@@ -276,7 +284,7 @@ handle_cast({append_entries, Term, Leader, PrevI, PrevT, IEs, Kind}, St0) ->
               leader -> step_down(Term, St0);
               _ -> St0
           end,
-    St2 = follow(Leader, St1#st{term = Term}),
+    St2 = follow(Leader, publish(St1#st{term = Term})),
     case install(PrevI, PrevT, IEs, St2) of
         {ok, St3} ->
             gen_server:cast(Leader, {ack, self(), Term, St3#st.last}),
@@ -357,7 +365,7 @@ quorum_of(_Nodes, []) -> true;
 quorum_of(Nodes, Members) ->
     length([N || N <- lists:usort(Nodes), lists:member(N, Members)]) >= length(Members) div 2 + 1.
 
-peer_infos(Store) -> lists:append([peer_info({server(Store), N}) || N <- nodes()]).
+peer_infos(Store) -> lists:append([peer_info(N, Store) || N <- nodes()]).
 
 %% Takes over: adopt the most up-to-date log among the reachable replicas, start a new
 %% term, and bring every replica to this log.
@@ -383,14 +391,17 @@ become_leader(#st{store = Store} = St0) ->
                       St3, Infos),
     ready(begin_wait([], St4)).
 
-peer_info(Peer) ->
-    case catch gen_server:call(Peer, log_info, 2000) of
+peer_info(Node, Store) ->
+    case catch erpc:call(Node, ?MODULE, log_info, [Store], 2000) of
         #{pid := _} = Info -> [Info];
         _ -> []
     end.
 
-log_info(#st{} = St) ->
-    #{pid => self(), term => St#st.term, last => St#st.last, terms => St#st.terms}.
+%% Keeps log_info/1's answer current (after every change of log or term).
+publish(#st{meta = Meta} = St) ->
+    ets:insert(Meta, {info, #{pid => self(), term => St#st.term, last => St#st.last,
+                              terms => St#st.terms}}),
+    St.
 
 adopt_best([], St) -> St;
 adopt_best(Infos, St) ->
@@ -443,9 +454,9 @@ step_down(Their, #st{store = Store} = St) ->
         _ -> ok
     end,
     erlang:send_after(20 + rand:uniform(30), self(), elect),
-    St#st{role = electing, leader = undefined, leader_mon = undefined, synced = false,
-          term = max(Their, St#st.term), replicas = #{}, inflight = undefined,
-          queue = [], assigned = St#st.persisted}.
+    publish(St#st{role = electing, leader = undefined, leader_mon = undefined, synced = false,
+                  term = max(Their, St#st.term), replicas = #{}, inflight = undefined,
+                  queue = [], assigned = St#st.persisted}).
 
 %% Serving: a leader, or a follower that has caught up with its leader.
 ready(#st{waiters = W} = St) ->
@@ -642,8 +653,8 @@ truncate_to(K, St0) ->
                   [] -> St#st.members;
                   _ -> members_in(ets:select(L, [{{'_', '_', '_', {members, '$1'}}, [], [{{members, '$1'}}]}]), [])
               end,
-    St1 = St#st{persisted = P, assigned = P, last = K, size = Off, members = Members,
-                terms = [B || {F, _} = B <- St#st.terms, F =< K]},
+    St1 = publish(St#st{persisted = P, assigned = P, last = K, size = Off, members = Members,
+                        terms = [B || {F, _} = B <- St#st.terms, F =< K]}),
     case [x || {_, _, E} <- Gone, not lists:member(element(1, E), [event, leader, members])] of
         [] -> St1;
         _ -> rebuild_state(St1)
@@ -673,7 +684,7 @@ write_log(IEs, #st{log = Log, size = Size0, ltab = L, terms = Terms0} = St) ->
     ok = file:sync(Log),
     ets:insert(L, Rows),
     {LastI, _, _} = lists:last(IEs),
-    track([E || {_, _, E} <- IEs], St#st{size = Size, terms = Terms, last = LastI}).
+    publish(track([E || {_, _, E} <- IEs], St#st{size = Size, terms = Terms, last = LastI})).
 
 %% The last cluster membership written in a list of entries (Default when none).
 members_in(Entries, Default) ->

@@ -666,16 +666,20 @@ fencing(C) ->
           n2_follows_n1),
     #{term := NewTerm, role := leader} = erpc:call(N1, testbed_store, status, [?STORE]),
     ?assert(NewTerm > OldTerm),
-    {ok, 1} = gen_server:call(worker_on(N2), {append_events, ?STORE, <<"x">>, [new_event(<<"x1">>, 1)]}),
-    %% A write reaches the old leader while it is frozen: when it resumes, its followers
-    %% reject its term; it must not acknowledge the write and must step down.
+    %% The new leader counts the frozen one as a follower until it has been silent for
+    %% 5 s (then it is dropped), so this first write may wait that long.
+    {ok, 1} = gen_server:call(worker_on(N2), {append_events, ?STORE, <<"x">>, [new_event(<<"x1">>, 1)]}, 20000),
+    %% A write reaches the old leader while it is frozen: when it resumes it learns the
+    %% higher term; it must not acknowledge the write and must follow the new leader.
     Self = self(),
     spawn_link(fun() -> Self ! {stale, catch gen_server:call(Old, {append, <<"x">>, any, [new_event(<<"stale">>, 9)]}, 20000)} end),
-    await(fun() -> {message_queue_len, Q} = erpc:call(N0, erlang, process_info, [Old, message_queue_len]), Q >= 2 end,
-          stale_write_queued),
+    await(fun() -> {messages, Ms} = erpc:call(N0, erlang, process_info, [Old, messages]),
+                   lists:any(fun(M) -> element(1, element(3, M)) =:= append end,
+                             [M || {'$gen_call', _, Req} = M <- Ms, is_tuple(Req)])
+          end, stale_write_queued),
     ok = erpc:call(N0, sys, resume, [Old]),
     Stale = receive {stale, R} -> R after 20000 -> error(no_stale_reply) end,
-    ?assertEqual({error, timeout}, Stale),
+    ?assertMatch({error, _}, Stale),
     await(fun() -> #{role := follower, leader := New, synced := true} =
                        erpc:call(N0, testbed_store, status, [?STORE]), true end, n0_follows_n1),
     %% Its entry is gone from its log; every log is the new leader's.
@@ -710,3 +714,32 @@ cold_restart(C) ->
                   testbed:stored_events(dir_of(C3, I), ?STORE)) || I <- [0, 1, 2]],
     {ok, 2} = gen_server:call(worker_on(node_of(C3, 1)), {append_events, ?STORE, <<"r">>, [new_event(<<"r2">>, 2)]}),
     stop_cluster(C3).
+
+stale_term_test_() ->
+    {setup, fun() -> start_cluster("t", 3, #{}) end, fun stop_cluster/1,
+     fun(C) -> {"a leader whose followers saw a higher term answers its write with an error and steps down",
+                {timeout, 60, fun() -> stale_term(C) end}} end}.
+
+stale_term(C) ->
+    N0 = node_of(C, 0),
+    {ok, 0} = gen_server:call(worker_on(N0), {append_events, ?STORE, <<"t">>, [new_event(<<"t0">>, 0)]}),
+    #{term := {N, _}} = erpc:call(N0, testbed_store, status, [?STORE]),
+    %% The followers hear from a leader of a higher term (this test process stands in for
+    %% one elected behind the old leader's back).
+    Higher = {N + 50, 'elsewhere@127.0.0.1'},
+    [begin
+         #{last := Last, terms := Terms} = erpc:call(Node, testbed_store, log_info, [?STORE]),
+         [{_, LastTerm} | _] = Terms,
+         gen_server:cast({testbed_store:server(?STORE), Node},
+                         {append_entries, Higher, self(), Last, LastTerm, [], normal}),
+         receive {'$gen_cast', {ack, _, Higher, Last}} -> ok after 5000 -> error(no_ack) end
+     end || Node <- [node_of(C, 1), node_of(C, 2)]],
+    %% The old leader writes, its followers reject its term: an error, never ok.
+    ?assertEqual({error, timeout},
+                 gen_server:call(worker_on(N0), {append_events, ?STORE, <<"t">>, [new_event(<<"t1">>, 1)]}, 20000)),
+    %% It stepped down; a leader of a term above the stand-in's takes over and serves.
+    await(fun() -> #{role := leader, term := T} = erpc:call(leader_node(N0), testbed_store, status, [?STORE]),
+                   T > Higher end, new_term),
+    {ok, _} = gen_server:call(worker_on(N0), {append_events, ?STORE, <<"t">>, [new_event(<<"t2">>, 2)]}, 20000),
+    await(fun() -> log_of(C, 0) =:= log_of(C, 1) andalso log_of(C, 1) =:= log_of(C, 2) end, same_logs),
+    ?assertEqual(ok, testbed:check_log(dir_of(C, 0), ?STORE)).
