@@ -15,6 +15,30 @@ use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, oneshot};
 
+/// Hashes the keys of our references with one multiplication: they come from our own
+/// counter (a peer only looks keys up, it never inserts), so SipHash's protection
+/// against chosen keys buys nothing on this per-call path.
+#[derive(Debug, Default, Clone, Copy)]
+pub(crate) struct KeyHasher(u64);
+
+impl std::hash::Hasher for KeyHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.write_u64(u64::from(b));
+        }
+    }
+
+    fn write_u64(&mut self, n: u64) {
+        self.0 = (self.0 ^ n).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    }
+}
+
+type KeyMap<V> = HashMap<u64, V, std::hash::BuildHasherDefault<KeyHasher>>;
+
 /// Number of the pid that sends calls and receives their replies.
 pub(crate) const CALLER_PID: u32 = 0;
 
@@ -28,18 +52,78 @@ pub(crate) struct Local {
     pub caller: Pid,
     next_ref: AtomicU64,
     next_pid: AtomicU32,
+    /// The caller pid, encoded (no version byte).
+    caller_bytes: Vec<u8>,
+    /// `131, {'$gen_call', {Caller, Ref` of every call's message, up to the reference's
+    /// first id word: the three words follow.
+    call_head: Vec<u8>,
+}
+
+/// Whom a call frame is for.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum CallTo<'a> {
+    Pid(&'a Pid),
+    Name(&'a str),
 }
 
 impl Local {
     pub(crate) fn new(node: &str, creation: u32, peer: &str) -> Self {
+        let caller = wire::make_pid(node, CALLER_PID, creation);
+        let mut caller_bytes = Vec::new();
+        wire::push_pid(&mut caller_bytes, &caller);
+        // 131, SMALL_TUPLE 3, '$gen_call', SMALL_TUPLE 2, Caller, NEWER_REFERENCE_EXT
+        // with 3 words, our node and creation.
+        let mut call_head = vec![131, 104, 3];
+        wire::push_atom(&mut call_head, "$gen_call");
+        call_head.extend_from_slice(&[104, 2]);
+        call_head.extend_from_slice(&caller_bytes);
+        call_head.extend_from_slice(&[90, 0, 3]);
+        wire::push_atom(&mut call_head, node);
+        call_head.extend_from_slice(&creation.to_be_bytes());
         Self {
             node: node.to_owned(),
             creation,
             peer: peer.to_owned(),
-            caller: wire::make_pid(node, CALLER_PID, creation),
+            caller,
             next_ref: AtomicU64::new(1),
             next_pid: AtomicU32::new(CALLER_PID + 1),
+            caller_bytes,
+            call_head,
         }
+    }
+
+    /// The frame of a call: `SEND` to a pid or `REG_SEND` to a name, with the message
+    /// `{'$gen_call', {Caller, Ref(key)}, Request}`. Written without building terms (the
+    /// bytes are gater-term's, as `wire::push_frame` would write them): this runs once
+    /// per call on the caller's task.
+    pub(crate) fn call_frame(&self, to: CallTo<'_>, key: u64, request: &Term) -> Vec<u8> {
+        let mut f = Vec::with_capacity(64 + self.call_head.len() + self.caller_bytes.len());
+        f.extend_from_slice(&[0, 0, 0, 0, wire::PASS_THROUGH, 131]);
+        match to {
+            CallTo::Pid(p) => {
+                f.extend_from_slice(&[104, 3, 97, wire::SEND as u8, 119, 0]);
+                wire::push_pid(&mut f, p);
+            }
+            CallTo::Name(name) => {
+                f.extend_from_slice(&[104, 4, 97, wire::REG_SEND as u8]);
+                f.extend_from_slice(&self.caller_bytes);
+                f.extend_from_slice(&[119, 0]);
+                wire::push_atom(&mut f, name);
+            }
+        }
+        f.extend_from_slice(&self.call_head);
+        let mut words = [0u8; 12];
+        for (i, w) in wire::ref_words(key).iter().enumerate() {
+            words[4 * i..4 * i + 4].copy_from_slice(&w.to_be_bytes());
+        }
+        // The request's version byte lands on the last word's last byte, then is put back.
+        f.extend_from_slice(&words[..11]);
+        let at = f.len();
+        gater_term::encode_into(request, &mut f);
+        f[at] = words[11];
+        let len = (f.len() - 4) as u32;
+        f[..4].copy_from_slice(&len.to_be_bytes());
+        f
     }
 
     /// A fresh reference key.
@@ -103,8 +187,8 @@ pub(crate) enum Command {
     /// A call or rpc: `frame` is ready to send; the reply is `{Ref(key), Reply}`.
     Call {
         key: u64,
-        /// The target to monitor (and the term naming it), or `None` (rpc to rex).
-        monitor: Option<(MonitorKey, Term)>,
+        /// The target to monitor, or `None` (rpc to rex).
+        monitor: Option<MonitorKey>,
         frame: Vec<u8>,
         deadline: Instant,
         reply: ReplyTx,
@@ -196,10 +280,10 @@ pub(crate) struct Core {
     local: Arc<Local>,
     config: CoreConfig,
     metrics: Arc<Metrics>,
-    calls: HashMap<u64, Pending>,
+    calls: KeyMap<Pending>,
     deadlines: BinaryHeap<Reverse<(Instant, u64)>>,
     monitors: HashMap<MonitorKey, Monitor>,
-    monitor_keys: HashMap<u64, MonitorKey>,
+    monitor_keys: KeyMap<MonitorKey>,
     procs: HashMap<u32, LocalProc>,
     /// Registered names of local processes.
     names: HashMap<String, u32>,
@@ -226,10 +310,10 @@ impl Core {
             local,
             config,
             metrics,
-            calls: HashMap::new(),
+            calls: KeyMap::default(),
             deadlines: BinaryHeap::new(),
             monitors: HashMap::new(),
-            monitor_keys: HashMap::new(),
+            monitor_keys: KeyMap::default(),
             procs,
             names: HashMap::new(),
             name_watchers: Vec::new(),
@@ -374,10 +458,23 @@ impl Core {
                     return;
                 }
                 Metrics::add(&self.metrics.in_flight, 1);
-                let mon_key = monitor.map(|(mk, target)| {
-                    if let Some(m) = self.monitors.get_mut(&mk) {
+                let mon_key = monitor.inspect(|mk| {
+                    if let Some(m) = self.monitors.get_mut(mk) {
                         m.calls += 1;
                     } else {
+                        let target = match mk {
+                            MonitorKey::Pid {
+                                id,
+                                serial,
+                                creation,
+                            } => Term::from(Pid::new(
+                                self.local.peer.as_str(),
+                                *id,
+                                *serial,
+                                *creation,
+                            )),
+                            MonitorKey::Name(name) => atom(name),
+                        };
                         let ref_key = self.local.next_ref_key();
                         let control = tuple(vec![
                             int(wire::MONITOR_P),
@@ -395,7 +492,6 @@ impl Core {
                         self.monitors.insert(mk.clone(), m);
                         self.publish_own_monitors();
                     }
-                    mk
                 });
                 self.out.extend_from_slice(&frame);
                 self.sent(now);
@@ -503,6 +599,12 @@ impl Core {
             return Err(CloseReason::Protocol(format!(
                 "frame tag {tag} (only pass-through 112 is negotiated)"
             )));
+        }
+        // A reply to one of our calls, recognised from its bytes without building terms.
+        if let Some(used) = self.send_to_caller_len(rest) {
+            if used < rest.len() && self.reply_fast(&rest[used..], now) {
+                return Ok(());
+            }
         }
         let (control, used) = gater_term::decode_prefix(rest, &self.config.limits)
             .map_err(|e| CloseReason::Decode(e.to_string()))?;
@@ -640,6 +742,23 @@ impl Core {
         send && self.local_number(&c[2]) == Some(CALLER_PID)
     }
 
+    /// The length of `rest`'s control term if it is `{SEND, _, CallerPid}` (`131` first),
+    /// read from its bytes.
+    fn send_to_caller_len(&self, rest: &[u8]) -> Option<usize> {
+        let [131, 104, 3, 97, op, after @ ..] = rest else {
+            return None;
+        };
+        if i32::from(*op) != wire::SEND {
+            return None;
+        }
+        let (_, unused) = wire::read_atom(after)?;
+        let ((node, id, serial, creation), pid) = wire::read_pid(&after[unused..])?;
+        let caller = &self.local.caller;
+        let ours = node == self.local.node.as_bytes()
+            && (id, serial, creation) == (caller.id, caller.serial, caller.creation);
+        ours.then_some(5 + unused + pid)
+    }
+
     /// Routes `{Ref, Reply}` (encoded) by its reference without decoding `Reply`.
     /// Returns false when `message` does not have that shape: the slow path then decodes it.
     fn reply_fast(&mut self, message: &[u8], now: Instant) -> bool {
@@ -647,6 +766,11 @@ impl Core {
         let [131, 104, 2, after @ ..] = message else {
             return false;
         };
+        if let Some((key, used)) = wire::read_our_ref(after, &self.local.node, self.local.creation)
+        {
+            self.route_reply(key, &after[used..], now);
+            return true;
+        }
         // The reference alone, with a version byte in front: it is short (node name + 20 bytes).
         let mut head = [0u8; 320];
         let n = after.len().min(head.len() - 1);
@@ -660,9 +784,14 @@ impl Core {
         let Some(key) = wire::ref_key(&r, &self.local.node, self.local.creation) else {
             return false;
         };
+        self.route_reply(key, &after[used - 1..], now);
+        true
+    }
+
+    /// Hands the encoded reply (without its version byte) to call `key`, if it waits.
+    fn route_reply(&mut self, key: u64, reply_bytes: &[u8], now: Instant) {
         match self.calls.remove(&key) {
             Some(p) => {
-                let reply_bytes = &after[used - 1..];
                 let mut encoded = Vec::with_capacity(reply_bytes.len() + 1);
                 encoded.push(131);
                 encoded.extend_from_slice(reply_bytes);
@@ -670,7 +799,6 @@ impl Core {
             }
             None => self.dropped("late reply"),
         }
-        true
     }
 
     /// A message to the caller pid: a reply `{Ref, Reply}`, or an io request from an rpc.

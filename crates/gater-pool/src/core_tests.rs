@@ -78,7 +78,7 @@ impl Harness {
         self.core.handle_command(
             Command::Call {
                 key,
-                monitor: Some((MonitorKey::of_pid(target), Term::from(target.clone()))),
+                monitor: Some(MonitorKey::of_pid(target)),
                 frame: Vec::new(),
                 deadline: self.now + timeout,
                 reply: tx,
@@ -557,4 +557,41 @@ fn leak_gauges_follow_the_tables_and_return_to_zero() {
     assert_eq!(gauges(&h), (1, 2, 1));
     h.core.fail_all();
     assert_eq!(gauges(&h), (0, 0, 0));
+}
+
+#[test]
+fn call_frames_written_by_hand_are_those_of_the_terms() {
+    let local = Local::new(US, 1234, PEER);
+    let request = tuple(vec![
+        atom("get"),
+        int(42),
+        Term::from(eetf::Binary::from(vec![1, 2, 3])),
+    ]);
+    for key in [1u64, 0x3ffff, 0x40000, 123_456_789_012] {
+        let from = tuple(vec![
+            Term::from(local.caller.clone()),
+            Term::from(local.reference(key)),
+        ]);
+        let message = tuple(vec![atom("$gen_call"), from, request.clone()]);
+        let target = peer_pid(77);
+        let mut expected = Vec::new();
+        let control = tuple(vec![int(wire::SEND), atom(""), Term::from(target.clone())]);
+        wire::push_frame(&mut expected, &control, Some(&message));
+        assert_eq!(
+            local.call_frame(crate::core::CallTo::Pid(&target), key, &request),
+            expected
+        );
+        let mut expected = Vec::new();
+        let control = tuple(vec![
+            int(wire::REG_SEND),
+            Term::from(local.caller.clone()),
+            atom(""),
+            atom("some_server"),
+        ]);
+        wire::push_frame(&mut expected, &control, Some(&message));
+        assert_eq!(
+            local.call_frame(crate::core::CallTo::Name("some_server"), key, &request),
+            expected
+        );
+    }
 }

@@ -3,7 +3,7 @@
 use crate::backoff::Backoff;
 use crate::config::PoolConfig;
 use crate::connection::{self, Limits};
-use crate::core::{Command, Core, CoreConfig, Local, MonitorKey, Reply};
+use crate::core::{CallTo, Command, Core, CoreConfig, Local, MonitorKey, Reply};
 use crate::handshake;
 use crate::metrics::{Metrics, MetricsSnapshot};
 use crate::wire::{self, atom, int, tuple};
@@ -372,29 +372,13 @@ impl Pool {
         Metrics::add(&self.inner.metrics.calls, 1);
         let deadline = Instant::now() + timeout;
         let key = conn.local.next_ref_key();
-        let from = tuple(vec![
-            Term::from(conn.local.caller.clone()),
-            Term::from(conn.local.reference(key)),
-        ]);
-        let message = tuple(vec![atom("$gen_call"), from, request]);
-        let mut frame = Vec::with_capacity(128);
-        let monitor = match target {
-            Target::Pid(p) => {
-                let control = tuple(vec![int(wire::SEND), atom(""), Term::from(p.clone())]);
-                wire::push_frame(&mut frame, &control, Some(&message));
-                (!rpc).then(|| (MonitorKey::of_pid(p), Term::from(p.clone())))
-            }
-            Target::Name { name, .. } => {
-                let control = tuple(vec![
-                    int(wire::REG_SEND),
-                    Term::from(conn.local.caller.clone()),
-                    atom(""),
-                    atom(name),
-                ]);
-                wire::push_frame(&mut frame, &control, Some(&message));
-                (!rpc).then(|| (MonitorKey::Name(name.clone()), atom(name)))
-            }
+        let (to, monitor) = match target {
+            Target::Pid(p) => (CallTo::Pid(p), MonitorKey::of_pid(p)),
+            Target::Name { name, .. } => (CallTo::Name(name), MonitorKey::Name(name.clone())),
         };
+        let frame = conn.local.call_frame(to, key, &request);
+        drop(request);
+        let monitor = (!rpc).then_some(monitor);
         let (tx, rx) = oneshot::channel();
         let cmd = Command::Call {
             key,

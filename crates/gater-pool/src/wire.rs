@@ -97,6 +97,86 @@ pub(crate) fn push_frame(out: &mut Vec<u8>, control: &Term, message: Option<&Ter
     out[start..start + 4].copy_from_slice(&len.to_be_bytes());
 }
 
+/// Appends an atom as gater-term writes it (`SMALL_ATOM_UTF8_EXT`; `ATOM_UTF8_EXT` past
+/// 255 bytes). For the calls' hot path, which builds its frames without terms.
+pub(crate) fn push_atom(out: &mut Vec<u8>, name: &str) {
+    let b = name.as_bytes();
+    if let Ok(n) = u8::try_from(b.len()) {
+        out.extend_from_slice(&[119, n]);
+        out.extend_from_slice(b);
+    } else {
+        let n = b.len().min(u16::MAX as usize);
+        out.push(118);
+        out.extend_from_slice(&(n as u16).to_be_bytes());
+        out.extend_from_slice(&b[..n]);
+    }
+}
+
+/// Appends a pid (`NEW_PID_EXT`) as gater-term writes it.
+pub(crate) fn push_pid(out: &mut Vec<u8>, p: &Pid) {
+    out.push(88);
+    push_atom(out, &p.node.name);
+    out.extend_from_slice(&p.id.to_be_bytes());
+    out.extend_from_slice(&p.serial.to_be_bytes());
+    out.extend_from_slice(&p.creation.to_be_bytes());
+}
+
+/// Reads an atom at the start of `b` (any of the four atom tags): its name and the
+/// bytes it used.
+pub(crate) fn read_atom(b: &[u8]) -> Option<(&[u8], usize)> {
+    let (&tag, rest) = b.split_first()?;
+    let (n, head) = match tag {
+        // SMALL_ATOM_UTF8_EXT, SMALL_ATOM_EXT
+        119 | 115 => (usize::from(*rest.first()?), 2),
+        // ATOM_UTF8_EXT, ATOM_EXT
+        118 | 100 => (
+            usize::from(u16::from_be_bytes([*rest.first()?, *rest.get(1)?])),
+            3,
+        ),
+        _ => return None,
+    };
+    Some((b.get(head..head + n)?, head + n))
+}
+
+fn read_u32(b: &[u8], at: usize) -> Option<u32> {
+    Some(u32::from_be_bytes(b.get(at..at + 4)?.try_into().ok()?))
+}
+
+/// A pid as read from its bytes: node, id, serial, creation.
+pub(crate) type PidParts<'a> = (&'a [u8], u32, u32, u32);
+
+/// Reads a `NEW_PID_EXT` at the start of `b`: its parts and the bytes it used.
+pub(crate) fn read_pid(b: &[u8]) -> Option<(PidParts<'_>, usize)> {
+    if *b.first()? != 88 {
+        return None;
+    }
+    let (node, n) = read_atom(&b[1..])?;
+    let at = 1 + n;
+    let pid = (
+        node,
+        read_u32(b, at)?,
+        read_u32(b, at + 4)?,
+        read_u32(b, at + 8)?,
+    );
+    Some((pid, at + 12))
+}
+
+/// Reads one of our references (`NEWER_REFERENCE_EXT`, three words, our node and
+/// creation) at the start of `b`: its key and the bytes it used. `None` for anything
+/// else, which then takes the decoding path.
+pub(crate) fn read_our_ref(b: &[u8], our_node: &str, our_creation: u32) -> Option<(u64, usize)> {
+    if *b.first()? != 90 || b.get(1..3)? != [0, 3] {
+        return None;
+    }
+    let (node, n) = read_atom(&b[3..])?;
+    let at = 3 + n;
+    if node != our_node.as_bytes() || read_u32(b, at)? != our_creation {
+        return None;
+    }
+    let w = |i: usize| read_u32(b, at + 4 + 4 * i).map(u64::from);
+    Some((w(0)? | (w(1)? << 18) | (w(2)? << 50), at + 16))
+}
+
 /// Appends a tick (a zero-length frame).
 pub(crate) fn push_tick(out: &mut Vec<u8>) {
     out.extend_from_slice(&[0, 0, 0, 0]);
@@ -167,6 +247,42 @@ mod tests {
             let p = make_pid("me@h", n, 9);
             assert_eq!(pid_number(&p, "me@h", 9), Some(n));
         }
+    }
+
+    #[test]
+    fn hand_written_atoms_pids_and_refs_match_gater_terms_encoding() {
+        for name in ["", "a", "ex_esdb0@127.0.0.1", &"x".repeat(300)] {
+            let mut ours = Vec::new();
+            push_atom(&mut ours, name);
+            assert_eq!(ours, gater_term::encode(&atom(name))[1..], "{name}");
+            assert_eq!(read_atom(&ours), Some((name.as_bytes(), ours.len())));
+        }
+        let p = make_pid("me@h", 0x12345, 77);
+        let mut ours = Vec::new();
+        push_pid(&mut ours, &p);
+        assert_eq!(ours, gater_term::encode(&Term::from(p.clone()))[1..]);
+        let ((node, id, serial, creation), used) = read_pid(&ours).expect("pid");
+        assert_eq!(
+            (node, id, serial, creation, used),
+            (&b"me@h"[..], p.id, p.serial, 77, ours.len())
+        );
+        for key in [1u64, 0x3ffff, 0x40000, u64::MAX >> 1] {
+            let r = Reference {
+                node: Atom::from("me@h"),
+                id: ref_words(key),
+                creation: 7,
+            };
+            let bytes = gater_term::encode(&Term::from(r));
+            assert_eq!(
+                read_our_ref(&bytes[1..], "me@h", 7),
+                Some((key, bytes.len() - 1))
+            );
+            assert_eq!(read_our_ref(&bytes[1..], "me@h", 8), None);
+            assert_eq!(read_our_ref(&bytes[1..], "other@h", 7), None);
+            assert_eq!(read_our_ref(&bytes[1..bytes.len() - 1], "me@h", 7), None);
+        }
+        // OTP 25's Latin-1 atoms read the same.
+        assert_eq!(read_atom(&[100, 0, 2, b'a', b'b']), Some((&b"ab"[..], 5)));
     }
 
     #[test]
