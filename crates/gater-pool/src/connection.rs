@@ -26,6 +26,8 @@ pub(crate) struct Limits {
 const HOLD_MIN_UNANSWERED: usize = 64;
 /// Longest a write is held back (tokio's timer rounds it up to its 1 ms tick).
 const HOLD_MAX: Duration = Duration::from_micros(500);
+/// Output this large is written at once, hold or not.
+const HOLD_MAX_BYTES: usize = 256 * 1024;
 /// Writes are held back only while replies keep coming: one must have been read this
 /// recently.
 const REPLY_RECENT: Duration = Duration::from_millis(1);
@@ -36,8 +38,9 @@ const REPLY_RECENT: Duration = Duration::from_millis(1);
 /// calls, on both sides. While holding, the task takes no commands either (callers'
 /// sends then do not wake it). A hold lasts only while: at least
 /// [`HOLD_MIN_UNANSWERED`] calls are on the wire, the calls waiting to be written are
-/// fewer than half of those, a reply was read within [`REPLY_RECENT`] (the peer is
-/// answering, not stuck), and for at most [`HOLD_MAX`]. Otherwise (few calls, a quiet
+/// fewer than half of those, the output is under [`HOLD_MAX_BYTES`], a reply was read
+/// within [`REPLY_RECENT`] (the peer is answering, not stuck), and for at most
+/// [`HOLD_MAX`]. Otherwise (few calls, a quiet
 /// peer) the task writes as soon as it has bytes.
 #[derive(Debug)]
 struct Hold {
@@ -51,10 +54,17 @@ struct Hold {
 
 impl Hold {
     /// Whether to hold back, with `in_flight` calls taken and `queued` commands not yet.
-    fn should_hold(&mut self, in_flight: usize, queued: usize, now: std::time::Instant) -> bool {
+    fn should_hold(
+        &mut self,
+        in_flight: usize,
+        queued: usize,
+        output: usize,
+        now: std::time::Instant,
+    ) -> bool {
         let waiting = self.unsent_calls + queued;
         let unanswered = in_flight.saturating_sub(self.unsent_calls);
         let hold = waiting > 0
+            && output < HOLD_MAX_BYTES
             && unanswered >= HOLD_MIN_UNANSWERED
             && waiting * 2 < unanswered
             && now.saturating_duration_since(self.last_read) < REPLY_RECENT
@@ -137,7 +147,12 @@ pub(crate) async fn run(
     let reason = loop {
         let now = std::time::Instant::now();
         let can_take = core.output().len() < limits.max_write_buffer;
-        let holding = hold.should_hold(core.calls_in_flight(), commands.len(), now);
+        let holding = hold.should_hold(
+            core.calls_in_flight(),
+            commands.len(),
+            core.output().len(),
+            now,
+        );
         if !holding && can_take && !commands.is_empty() {
             // What queued up during a hold goes out in the next write.
             let (_, calls) = drain(&mut core, &mut commands, now, limits.max_write_buffer);
@@ -242,4 +257,45 @@ pub(crate) async fn run(
     // Best effort: let the peer see the close at once.
     let _ = wr.shutdown().await;
     reason
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn hold_at(t0: std::time::Instant) -> Hold {
+        Hold {
+            unsent_calls: 0,
+            since: None,
+            last_read: t0,
+        }
+    }
+
+    #[test]
+    fn writes_are_held_only_while_a_busy_peer_answers_and_never_past_the_cap() {
+        let t0 = std::time::Instant::now();
+        let us = |n: u64| t0 + Duration::from_micros(n);
+        // Few calls on the wire: no hold.
+        let mut h = hold_at(t0);
+        h.unsent_calls = 1;
+        assert!(!h.should_hold(HOLD_MIN_UNANSWERED, 0, 100, us(10)));
+        // Many on the wire, a few waiting: hold, from now until HOLD_MAX.
+        assert!(h.should_hold(HOLD_MIN_UNANSWERED + 1, 3, 100, us(10)));
+        assert_eq!(h.until(), Some(us(10) + HOLD_MAX));
+        assert!(h.should_hold(HOLD_MIN_UNANSWERED + 1, 3, 100, us(200)));
+        // Past the cap: write, and no new hold until all is written.
+        let late = us(10) + HOLD_MAX + Duration::from_micros(1);
+        h.last_read = late;
+        assert!(!h.should_hold(HOLD_MIN_UNANSWERED + 1, 3, 100, late));
+        h.written_all();
+        assert!(h.should_hold(HOLD_MIN_UNANSWERED + 1, 3, 100, late));
+        // As many waiting as half of those on the wire: write.
+        let mut h = hold_at(t0);
+        assert!(!h.should_hold(200, 100, 100, us(10)));
+        // Nothing waiting, a big output, or a peer that has not answered lately: write.
+        let mut h = hold_at(t0);
+        assert!(!h.should_hold(200, 0, 100, us(10)));
+        assert!(!h.should_hold(200, 3, HOLD_MAX_BYTES, us(10)));
+        assert!(!h.should_hold(200, 3, 100, t0 + REPLY_RECENT));
+    }
 }

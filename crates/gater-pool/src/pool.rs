@@ -96,7 +96,8 @@ struct ConnHandle {
 }
 
 struct Peer {
-    current: RwLock<Option<ConnHandle>>,
+    /// Behind an `Arc`: a call clones one pointer, not three channel handles.
+    current: RwLock<Option<Arc<ConnHandle>>>,
     stop: watch::Sender<bool>,
 }
 
@@ -297,14 +298,14 @@ impl Pool {
         }
     }
 
-    fn handle(&self, node: &str) -> Option<ConnHandle> {
+    fn handle(&self, node: &str) -> Option<Arc<ConnHandle>> {
         let peers = self.inner.peers.read().ok()?;
         let peer = peers.get(node)?;
         let current = peer.current.read().ok()?;
         current.clone()
     }
 
-    fn handle_or_err(&self, node: &str) -> Result<ConnHandle, CallError> {
+    fn handle_or_err(&self, node: &str) -> Result<Arc<ConnHandle>, CallError> {
         self.handle(node).ok_or_else(|| {
             let e = CallError::NotConnected {
                 node: node.to_owned(),
@@ -504,7 +505,7 @@ impl Pool {
             pid: conn.local.pid(number),
             rx,
             number,
-            housekeeping: conn.housekeeping,
+            housekeeping: conn.housekeeping.clone(),
         })
     }
 }
@@ -588,11 +589,11 @@ async fn supervise(
                 let (cmd_tx, cmd_rx) = mpsc::channel(cfg.command_queue.max(1));
                 let (house_tx, house_rx) = mpsc::unbounded_channel();
                 if let Ok(mut c) = peer.current.write() {
-                    *c = Some(ConnHandle {
+                    *c = Some(Arc::new(ConnHandle {
                         commands: cmd_tx,
                         housekeeping: house_tx,
                         local,
-                    });
+                    }));
                 }
                 tracing::info!(
                     creation = hs.our_creation,
