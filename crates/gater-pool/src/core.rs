@@ -15,9 +15,10 @@ use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, oneshot};
 
-/// Hashes the keys of our references with one multiplication: they come from our own
-/// counter (a peer only looks keys up, it never inserts), so SipHash's protection
-/// against chosen keys buys nothing on this per-call path.
+/// Hashes the keys of our references with one multiplication (and node names, the
+/// pool's peers, a word at a time): the keys come from our own counter and the names
+/// from `Pool::connect`; a peer only makes us look keys up, it never inserts, so
+/// SipHash's protection against chosen keys buys nothing on this per-call path.
 #[derive(Debug, Default, Clone, Copy)]
 pub(crate) struct KeyHasher(u64);
 
@@ -27,8 +28,17 @@ impl std::hash::Hasher for KeyHasher {
     }
 
     fn write(&mut self, bytes: &[u8]) {
-        for &b in bytes {
-            self.write_u64(u64::from(b));
+        let mut chunks = bytes.chunks_exact(8);
+        for c in &mut chunks {
+            let mut w = [0u8; 8];
+            w.copy_from_slice(c);
+            self.write_u64(u64::from_le_bytes(w));
+        }
+        let rest = chunks.remainder();
+        if !rest.is_empty() {
+            let mut w = [0u8; 8];
+            w[..rest.len()].copy_from_slice(rest);
+            self.write_u64(u64::from_le_bytes(w) ^ ((rest.len() as u64) << 59));
         }
     }
 
@@ -37,7 +47,9 @@ impl std::hash::Hasher for KeyHasher {
     }
 }
 
-type KeyMap<V> = HashMap<u64, V, std::hash::BuildHasherDefault<KeyHasher>>;
+pub(crate) type KeyHash = std::hash::BuildHasherDefault<KeyHasher>;
+
+type KeyMap<V> = HashMap<u64, V, KeyHash>;
 
 /// Number of the pid that sends calls and receives their replies.
 pub(crate) const CALLER_PID: u32 = 0;

@@ -3,7 +3,7 @@
 use crate::backoff::Backoff;
 use crate::config::PoolConfig;
 use crate::connection::{self, Limits};
-use crate::core::{CallTo, Command, Core, CoreConfig, Local, MonitorKey, Reply};
+use crate::core::{CallTo, Command, Core, CoreConfig, KeyHash, Local, MonitorKey, Reply};
 use crate::handshake;
 use crate::metrics::{Metrics, MetricsSnapshot};
 use crate::wire::{self, atom, int, tuple};
@@ -103,7 +103,7 @@ struct Peer {
 
 struct Inner {
     config: PoolConfig,
-    peers: RwLock<HashMap<String, Arc<Peer>>>,
+    peers: RwLock<HashMap<String, Arc<Peer>, KeyHash>>,
     events: broadcast::Sender<NodeEvent>,
     metrics: Arc<Metrics>,
 }
@@ -177,7 +177,7 @@ impl Pool {
         Self {
             inner: Arc::new(Inner {
                 config,
-                peers: RwLock::new(HashMap::new()),
+                peers: RwLock::new(HashMap::default()),
                 events,
                 metrics: Arc::new(Metrics::default()),
             }),
