@@ -14,17 +14,21 @@
 %%%   its own log meanwhile; each follower writes and syncs before it acks. A batch is
 %%%   acknowledged once every joined follower has acked it (a follower silent for
 %%%   ?REPLICATE_TIMEOUT is dropped and must re-join), and only if the acks, the leader's
-%%%   own included, come from a majority of the members of the leader's term (the nodes it
-%%%   found at take-over plus those that joined since). So an acknowledged write is on the
-%%%   disk of every live replica, and a leader that lost its followers acknowledges nothing.
+%%%   own included, come from a majority of the members. The members are in the log
+%%%   ({members, Nodes}: every node that ever joined). So an acknowledged write is on the
+%%%   disk of every live replica and of a majority, and a leader that lost its followers
+%%%   acknowledges nothing.
 %%% - A follower rejects entries of a lower term; a leader that learns of a higher term (a
 %%%   rejection, a join, a global name conflict) steps down: writes it had written answer
 %%%   {error, timeout} (may or may not survive), writes it had only queued answer
 %%%   {error, not_leader} (leader_call/2 sends them to the new leader).
-%%% - When the leader dies, followers see its 'DOWN' and race for the global name. The
-%%%   winner asks every reachable replica for its log's shape, adopts the most up-to-date
-%%%   log (highest last term, then longest; acknowledged entries are in it), starts its
-%%%   term with a {leader, Node} entry, and brings every replica to its log.
+%%% - When the leader dies, followers see its 'DOWN' and race for the global name; only a
+%%%   node that reaches a majority of the members may take it (a fresh log, with no
+%%%   members yet, may lead alone). The winner asks every reachable replica for its log's
+%%%   shape (log_info/1, read from ETS so that two electing nodes never wait on each
+%%%   other), adopts the most up-to-date log (highest last term, then longest; acknowledged
+%%%   entries are in it), starts its term with a {leader, Node} entry, and brings every
+%%%   replica to its log. A node without a majority waits (standby) and tries again.
 %%% - Joining (a restarted node, or a follower after an election): the follower sends the
 %%%   terms of its log; the leader finds the last index where both logs agree and sends
 %%%   the rest. The follower truncates its log file to that index (rolling back its
@@ -39,6 +43,7 @@
 %%%   {snapshot, {Source, Stream, Version}, Record} | {snapshot_deleted, {S, St, V}}
 %%%   {subscription, Key, Map} | {subscription_deleted, Key}
 %%%   {leader, Node}                          (first entry of each term)
+%%%   {members, [Node]}                       (the cluster, from this entry on)
 %%% A torn frame at the end (a crash while writing) is cut off at start-up. Frames of the
 %%% earlier format (a bare Entry, also {snapshots_reset, _} | {subscriptions_reset, _})
 %%% are read as entries of term {0, ''}.
