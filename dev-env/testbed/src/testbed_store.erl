@@ -435,7 +435,8 @@ join_leader(Pid, St) ->
 follow(Leader, #st{leader = Leader, role = follower} = St) -> St;
 follow(Leader, #st{leader_mon = Old} = St) ->
     Old =:= undefined orelse erlang:demonitor(Old, [flush]),
-    St#st{role = follower, leader = Leader, leader_mon = erlang:monitor(process, Leader)}.
+    St#st{role = follower, leader = Leader, leader_mon = erlang:monitor(process, Leader),
+          standby = false}.
 
 %% A leader that learned of a higher term (or lost its global name) stops leading.
 step_down(Their, #st{store = Store} = St) ->
