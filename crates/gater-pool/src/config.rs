@@ -18,6 +18,8 @@ pub const DEFAULT_MAX_WRITE_BUFFER: usize = 8 << 20;
 pub const DEFAULT_MAILBOX_CAPACITY: usize = 4096;
 /// The default bound on EPMD look-up, TCP connect and handshake together.
 pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long the monitor of a call's target is kept after its last call ended.
+pub const DEFAULT_MONITOR_LINGER: Duration = Duration::from_secs(5);
 
 /// How the pool connects and what it accepts from peers.
 #[derive(Debug, Clone)]
@@ -54,6 +56,11 @@ pub struct PoolConfig {
     pub backoff_max: Duration,
     /// Capacity of the node event channel.
     pub event_capacity: usize,
+    /// How long the monitor a call set up on its target is kept once no call to that
+    /// target is in flight ([`DEFAULT_MONITOR_LINGER`]), so back-to-back calls to one
+    /// worker do not send `MONITOR_P` and `DEMONITOR_P` around every call. Zero
+    /// demonitors as soon as the last call ends.
+    pub monitor_linger: Duration,
 }
 
 impl PoolConfig {
@@ -77,6 +84,7 @@ impl PoolConfig {
             backoff_base: Duration::from_millis(100),
             backoff_max: Duration::from_secs(30),
             event_capacity: 1024,
+            monitor_linger: DEFAULT_MONITOR_LINGER,
         }
     }
 
@@ -107,6 +115,12 @@ impl PoolConfig {
     /// Sets the frame cap.
     pub fn max_frame_len(mut self, n: usize) -> Self {
         self.max_frame_len = n;
+        self
+    }
+
+    /// Sets how long an unused target monitor is kept.
+    pub fn monitor_linger(mut self, d: Duration) -> Self {
+        self.monitor_linger = d;
         self
     }
 

@@ -9,7 +9,7 @@ use crate::wire::{self, as_atom, as_int, atom, int, nil, tuple};
 use eetf::{ImproperList, Pid, Reference, Term, Tuple};
 use gater_term::DecodeLimits;
 use std::cmp::Reverse;
-use std::collections::{BinaryHeap, HashMap};
+use std::collections::{BinaryHeap, HashMap, VecDeque};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -259,7 +259,15 @@ struct Monitor {
     key: u64,
     target: Term,
     calls: usize,
+    /// Since when no call uses it (it lingers), or `None` while calls do.
+    idle_since: Option<Instant>,
+    /// Whether it has an entry in `Core::lingering`.
+    queued: bool,
 }
+
+/// Idle monitors kept at most per connection; past this, a monitor whose last call ends
+/// is dropped at once.
+const MAX_IDLE_MONITORS: usize = 1024;
 
 /// A local process: the caller pid (no mailbox) or a mailbox.
 #[derive(Default)]
@@ -278,6 +286,7 @@ struct LocalProc {
 pub(crate) struct CoreConfig {
     pub limits: DecodeLimits,
     pub net_ticktime: Duration,
+    pub monitor_linger: Duration,
 }
 
 /// The values of the gauges a core last added to the pool's metrics.
@@ -296,6 +305,11 @@ pub(crate) struct Core {
     deadlines: BinaryHeap<Reverse<(Instant, u64)>>,
     monitors: HashMap<MonitorKey, Monitor>,
     monitor_keys: KeyMap<MonitorKey>,
+    /// Monitors that went idle, oldest first, with the time they did (entries may be
+    /// stale: each is checked against its monitor when it comes up).
+    lingering: VecDeque<(Instant, MonitorKey)>,
+    /// Monitors idle now.
+    idle_monitors: usize,
     procs: HashMap<u32, LocalProc>,
     /// Registered names of local processes.
     names: HashMap<String, u32>,
@@ -326,6 +340,8 @@ impl Core {
             deadlines: BinaryHeap::new(),
             monitors: HashMap::new(),
             monitor_keys: KeyMap::default(),
+            lingering: VecDeque::new(),
+            idle_monitors: 0,
             procs,
             names: HashMap::new(),
             name_watchers: Vec::new(),
@@ -432,6 +448,9 @@ impl Core {
         if let Some(Reverse((d, _))) = self.deadlines.peek() {
             t = t.min(*d);
         }
+        if let Some((idle, _)) = self.lingering.front() {
+            t = t.min(*idle + self.config.monitor_linger);
+        }
         t
     }
 
@@ -453,6 +472,7 @@ impl Core {
                 self.finish(p, Err(CallError::Timeout), now);
             }
         }
+        self.expire_lingering(now);
         Ok(())
     }
 
@@ -473,6 +493,9 @@ impl Core {
                 let mon_key = monitor.inspect(|mk| {
                     if let Some(m) = self.monitors.get_mut(mk) {
                         m.calls += 1;
+                        if m.idle_since.take().is_some() {
+                            self.idle_monitors -= 1;
+                        }
                     } else {
                         let target = match mk {
                             MonitorKey::Pid {
@@ -500,6 +523,8 @@ impl Core {
                             key: ref_key,
                             target,
                             calls: 1,
+                            idle_since: None,
+                            queued: false,
                         };
                         self.monitors.insert(mk.clone(), m);
                         self.publish_own_monitors();
@@ -576,7 +601,25 @@ impl Core {
         if m.calls > 0 {
             return;
         }
+        // Keep it a while: the next call to the same target needs no MONITOR_P.
+        if !self.config.monitor_linger.is_zero() && self.idle_monitors < MAX_IDLE_MONITORS {
+            m.idle_since = Some(now);
+            self.idle_monitors += 1;
+            if !m.queued {
+                m.queued = true;
+                self.lingering.push_back((now, mk.clone()));
+            }
+            return;
+        }
+        self.demonitor(mk, now);
+    }
+
+    /// Drops our monitor on `mk` and tells the peer.
+    fn demonitor(&mut self, mk: &MonitorKey, now: Instant) {
         if let Some(m) = self.monitors.remove(mk) {
+            if m.idle_since.is_some() {
+                self.idle_monitors -= 1;
+            }
             self.monitor_keys.remove(&m.key);
             self.publish_own_monitors();
             let control = tuple(vec![
@@ -586,6 +629,28 @@ impl Core {
                 Term::from(self.local.reference(m.key)),
             ]);
             self.push(&control, None, now);
+        }
+    }
+
+    /// Demonitors the monitors idle for `monitor_linger` (checked when their entry comes
+    /// up, so one may linger up to twice that).
+    fn expire_lingering(&mut self, now: Instant) {
+        let linger = self.config.monitor_linger;
+        while let Some((t, _)) = self.lingering.front() {
+            if *t + linger > now {
+                break;
+            }
+            let Some((_, mk)) = self.lingering.pop_front() else {
+                break;
+            };
+            let Some(m) = self.monitors.get_mut(&mk) else {
+                continue;
+            };
+            match m.idle_since {
+                None => m.queued = false,
+                Some(idle) if idle + linger <= now => self.demonitor(&mk, now),
+                Some(idle) => self.lingering.push_back((idle, mk)),
+            }
         }
     }
 
@@ -1063,7 +1128,11 @@ impl Core {
         let Some(mk) = self.monitor_keys.remove(&ref_key) else {
             return;
         };
-        self.monitors.remove(&mk);
+        if let Some(m) = self.monitors.remove(&mk) {
+            if m.idle_since.is_some() {
+                self.idle_monitors -= 1;
+            }
+        }
         self.publish_own_monitors();
         let keys: Vec<u64> = self
             .calls
@@ -1120,6 +1189,8 @@ impl Core {
         // Gauges first: a caller told of the loss sees them already withdrawn.
         self.monitors.clear();
         self.monitor_keys.clear();
+        self.lingering.clear();
+        self.idle_monitors = 0;
         self.procs.clear();
         self.names.clear();
         self.name_watchers.clear();

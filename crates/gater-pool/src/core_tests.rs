@@ -22,12 +22,17 @@ struct Harness {
 
 impl Harness {
     fn new() -> Self {
+        Self::with_linger(Duration::ZERO)
+    }
+
+    fn with_linger(monitor_linger: Duration) -> Self {
         let local = Arc::new(Local::new(US, 1234, PEER));
         let metrics = Arc::new(Metrics::default());
         let now = Instant::now();
         let config = CoreConfig {
             limits: DecodeLimits::default(),
             net_ticktime: Duration::from_secs(8),
+            monitor_linger,
         };
         let core = Core::new(local.clone(), config, metrics.clone(), now);
         Self {
@@ -594,4 +599,91 @@ fn call_frames_written_by_hand_are_those_of_the_terms() {
             expected
         );
     }
+}
+
+#[test]
+fn an_idle_monitor_lingers_serves_the_next_calls_and_is_dropped_when_unused_or_dead() {
+    let linger = Duration::from_secs(5);
+    let mut h = Harness::with_linger(linger);
+    let target = peer_pid(1);
+    let ops = |sent: &[(Term, Option<Term>)]| sent.iter().map(|(c, _)| op(c)).collect::<Vec<_>>();
+    let (k1, mut r1) = h.call(&target, Duration::from_secs(30));
+    assert_eq!(ops(&h.sent()), vec![wire::MONITOR_P]);
+    h.reply(k1, atom("a"));
+    assert_eq!(answered(&mut r1), atom("a"));
+    // No DEMONITOR_P: the monitor lingers, counted.
+    assert!(h.sent().is_empty());
+    assert_eq!(gauges(&h), (0, 0, 1));
+    // The next call reuses it: no MONITOR_P.
+    h.now += Duration::from_secs(4);
+    let (k2, mut r2) = h.call(&target, Duration::from_secs(30));
+    assert!(h.sent().is_empty());
+    h.reply(k2, atom("b"));
+    assert_eq!(answered(&mut r2), atom("b"));
+    // Idle since k2's reply: still there 4 s later, gone (DEMONITOR_P) after 5 s.
+    h.now += Duration::from_secs(4);
+    assert!(h.core.poll_timeout() <= h.now + Duration::from_secs(1));
+    h.core.handle_timeout(h.now).expect("alive");
+    assert!(h.sent().iter().all(|(c, _)| op(c) != wire::DEMONITOR_P));
+    assert_eq!(gauges(&h), (0, 0, 1));
+    h.now += Duration::from_secs(1);
+    h.core.handle_timeout(h.now).expect("alive");
+    assert_eq!(
+        ops(&h.sent())
+            .into_iter()
+            .filter(|o| *o != -1)
+            .collect::<Vec<_>>(),
+        vec![wire::DEMONITOR_P]
+    );
+    assert_eq!(gauges(&h), (0, 0, 0));
+
+    // A lingering monitor that fires goes away; a call that reused it fails at once.
+    let (k3, _r3) = h.call(&target, Duration::from_secs(30));
+    let mon = h.sent()[0].0.clone();
+    assert_eq!(op(&mon), wire::MONITOR_P);
+    h.reply(k3, atom("c"));
+    let (_k4, mut r4) = h.call(&target, Duration::from_secs(30));
+    h.receive(
+        tuple(vec![
+            int(wire::MONITOR_P_EXIT),
+            Term::from(target.clone()),
+            el(&mon, 1),
+            el(&mon, 3),
+            atom("killed"),
+        ]),
+        None,
+    )
+    .expect("frame");
+    assert!(matches!(
+        r4.try_recv(),
+        Ok(Err(CallError::TargetDown { .. }))
+    ));
+    assert_eq!(gauges(&h), (0, 0, 0));
+    // An idle one that fires: nothing else happens, and its stale entry is harmless.
+    let (k5, _r5) = h.call(&target, Duration::from_secs(30));
+    let mon = h.sent()[0].0.clone();
+    h.reply(k5, atom("d"));
+    assert_eq!(gauges(&h), (0, 0, 1));
+    h.receive(
+        tuple(vec![
+            int(wire::MONITOR_P_EXIT),
+            Term::from(target.clone()),
+            el(&mon, 1),
+            el(&mon, 3),
+            atom("normal"),
+        ]),
+        None,
+    )
+    .expect("frame");
+    assert_eq!(gauges(&h), (0, 0, 0));
+    h.now += Duration::from_secs(6);
+    h.core.handle_tick(h.now); // the peer keeps ticking
+    h.core.handle_timeout(h.now).expect("alive");
+    assert!(h.sent().iter().all(|(c, _)| op(c) != wire::DEMONITOR_P));
+    // The connection closes with a lingering monitor: withdrawn.
+    let (k6, _r6) = h.call(&target, Duration::from_secs(30));
+    h.reply(k6, atom("e"));
+    assert_eq!(gauges(&h), (0, 0, 1));
+    h.core.fail_all();
+    assert_eq!(gauges(&h), (0, 0, 0));
 }

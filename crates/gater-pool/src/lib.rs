@@ -67,8 +67,8 @@ mod core_tests;
 pub use backoff::Backoff;
 pub use config::{
     DEFAULT_COMMAND_QUEUE, DEFAULT_CONNECT_TIMEOUT, DEFAULT_EPMD_PORT, DEFAULT_MAILBOX_CAPACITY,
-    DEFAULT_MAX_FRAME_LEN, DEFAULT_MAX_WRITE_BUFFER, DEFAULT_NET_TICKTIME, PoolConfig,
-    default_node_name,
+    DEFAULT_MAX_FRAME_LEN, DEFAULT_MAX_WRITE_BUFFER, DEFAULT_MONITOR_LINGER, DEFAULT_NET_TICKTIME,
+    PoolConfig, default_node_name,
 };
 pub use error::{CallError, ConnectError};
 pub use handshake::{MANDATORY_25_DIGEST, our_flags};

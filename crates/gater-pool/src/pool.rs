@@ -582,6 +582,7 @@ async fn supervise(
                     CoreConfig {
                         limits: cfg.decode_limits,
                         net_ticktime: cfg.net_ticktime,
+                        monitor_linger: cfg.monitor_linger,
                     },
                     metrics.clone(),
                     Instant::now(),

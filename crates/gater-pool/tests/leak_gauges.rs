@@ -45,7 +45,9 @@ async fn leak_gauges_return_to_their_baseline() {
     let epmd = Epmd::start().expect("epmd");
     let node = echo_node(&epmd, "leaks", &[]);
     let name = node.name().to_owned();
-    let pool = connected_pool(&epmd, &node).await;
+    // Monitors end with their last call here; lingering ones are the next test's.
+    let pool = Pool::new(config(&epmd).monitor_linger(Duration::ZERO));
+    pool.connect(&name).await.expect("connects");
     let mut events = pool.subscribe();
     let base = gauges(pool.metrics());
     assert_eq!(base, (0, 0, 0, 0));
@@ -198,4 +200,48 @@ async fn leak_gauges_return_to_their_baseline() {
     assert_eq!(gauges(pool.metrics()), base, "after the node went down");
     drop((watched, reports));
     assert_eq!(gauges(pool.metrics()), base);
+}
+
+#[tokio::test]
+async fn lingering_monitors_are_counted_and_dropped_with_their_target_or_node() {
+    let epmd = Epmd::start().expect("epmd");
+    let mut node = echo_node(&epmd, "linger", &[]);
+    let name = node.name().to_owned();
+    let pool = connected_pool(&epmd, &node).await; // default monitor_linger
+    let mut events = pool.subscribe();
+    let victim = match pool
+        .rpc(&name, "gater_echo", "start", vec![atom("victim")], T)
+        .await
+        .expect("victim")
+    {
+        Term::Pid(p) => p,
+        other => panic!("not a pid: {other}"),
+    };
+    for i in 0..3 {
+        pool.call(victim.clone(), int(i), T).await.expect("call");
+    }
+    // One monitor, kept after its calls (rpcs to rex set none).
+    assert_eq!(gauges(pool.metrics()), (0, 0, 1, 0));
+    pool.call(("echo", name.as_str()), atom("x"), T)
+        .await
+        .expect("call");
+    assert_eq!(gauges(pool.metrics()), (0, 0, 2, 0));
+    // The target dies: the next call to it fails at once (through the lingering monitor
+    // or a new one answered noproc), and its monitor is gone.
+    pool.rpc(
+        &name,
+        "erlang",
+        "exit",
+        vec![Term::from(victim.clone()), atom("kill")],
+        T,
+    )
+    .await
+    .expect("kill");
+    let e = pool.call(victim, atom("x"), T).await.expect_err("dead");
+    assert!(matches!(e, CallError::TargetDown { .. }), "{e:?}");
+    assert_eq!(gauges(pool.metrics()), (0, 0, 1, 0));
+    // The node goes down: nothing is held.
+    node.kill();
+    wait_event(&mut events, T, |e| matches!(e, NodeEvent::Down { .. })).await;
+    assert_eq!(gauges(pool.metrics()), (0, 0, 0, 0));
 }
