@@ -166,7 +166,7 @@ pub struct MetricsSnapshot {
     /// by pid or by registered name) and on the names we serve (`rex`, `net_kernel`).
     pub peer_monitors: u64,
     /// Gauge: monitors we hold now on peer processes, the ones that make calls fail
-    /// fast when their target dies (one per target with calls in flight; see
-    /// docs/pool.md).
+    /// fast when their target dies: one per target with calls in flight or called within
+    /// `PoolConfig::monitor_linger` (see docs/pool.md).
     pub own_monitors: u64,
 }
