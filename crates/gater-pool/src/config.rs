@@ -18,8 +18,10 @@ pub const DEFAULT_MAX_WRITE_BUFFER: usize = 8 << 20;
 pub const DEFAULT_MAILBOX_CAPACITY: usize = 4096;
 /// The default bound on EPMD look-up, TCP connect and handshake together.
 pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
-/// How long the monitor of a call's target is kept after its last call ended.
-pub const DEFAULT_MONITOR_LINGER: Duration = Duration::from_secs(5);
+/// How long the monitor of a call's target is kept after its last call ended: zero, so
+/// [`CallError::is_noproc`](crate::CallError::is_noproc) keeps meaning "not delivered"
+/// (see [`PoolConfig::monitor_linger`]).
+pub const DEFAULT_MONITOR_LINGER: Duration = Duration::ZERO;
 
 /// How the pool connects and what it accepts from peers.
 #[derive(Debug, Clone)]
@@ -57,9 +59,14 @@ pub struct PoolConfig {
     /// Capacity of the node event channel.
     pub event_capacity: usize,
     /// How long the monitor a call set up on its target is kept once no call to that
-    /// target is in flight ([`DEFAULT_MONITOR_LINGER`]), so back-to-back calls to one
-    /// worker do not send `MONITOR_P` and `DEMONITOR_P` around every call. Zero
-    /// demonitors as soon as the last call ends.
+    /// target is in flight ([`DEFAULT_MONITOR_LINGER`]: not at all), so back-to-back
+    /// calls to one worker need no `MONITOR_P`/`DEMONITOR_P` around each (one frame per
+    /// call instead of three). Calls still end at once when their target dies, but a call
+    /// sent while the target's death is on its way to us ends with the exit reason
+    /// rather than `noproc`: with a linger, [`CallError::is_noproc`] no longer proves
+    /// that a call was not delivered.
+    ///
+    /// [`CallError::is_noproc`]: crate::CallError::is_noproc
     pub monitor_linger: Duration,
 }
 

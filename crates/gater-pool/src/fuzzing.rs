@@ -19,7 +19,7 @@ pub fn read_frames(bytes: &[u8], max_frame: usize) -> Result<usize, String> {
     let config = CoreConfig {
         limits: DecodeLimits::default(),
         net_ticktime: Duration::from_secs(60),
-        monitor_linger: crate::DEFAULT_MONITOR_LINGER,
+        monitor_linger: Duration::from_secs(5),
     };
     let mut core = Core::new(local, config, Arc::new(Metrics::default()), now);
     let mut buf = BytesMut::from(bytes);

@@ -45,7 +45,8 @@ async fn leak_gauges_return_to_their_baseline() {
     let epmd = Epmd::start().expect("epmd");
     let node = echo_node(&epmd, "leaks", &[]);
     let name = node.name().to_owned();
-    // Monitors end with their last call here; lingering ones are the next test's.
+    // Monitors end with their last call here (the default); lingering ones are the next
+    // test's.
     let pool = Pool::new(config(&epmd).monitor_linger(Duration::ZERO));
     pool.connect(&name).await.expect("connects");
     let mut events = pool.subscribe();
@@ -207,7 +208,8 @@ async fn lingering_monitors_are_counted_and_dropped_with_their_target_or_node() 
     let epmd = Epmd::start().expect("epmd");
     let mut node = echo_node(&epmd, "linger", &[]);
     let name = node.name().to_owned();
-    let pool = connected_pool(&epmd, &node).await; // default monitor_linger
+    let pool = Pool::new(config(&epmd).monitor_linger(Duration::from_secs(5)));
+    pool.connect(&name).await.expect("connects");
     let mut events = pool.subscribe();
     let victim = match pool
         .rpc(&name, "gater_echo", "start", vec![atom("victim")], T)
