@@ -57,9 +57,16 @@ pub fn main(_args: &[String]) -> Result<()> {
 /// In the private mount namespace: mount, then run the tests with the wrappers first.
 fn inside() -> Result<()> {
     let chroot = chroot_dir();
-    // The checkout's parent holds `shared/` beside it in CI and here.
+    // The checkout's parent holds `shared/` beside it in CI and here; `shared` may be a
+    // link to elsewhere, so its real folder is mounted too.
     let work = root().parent().map(Path::to_path_buf).unwrap_or_else(root);
-    for dir in [PathBuf::from("/tmp"), work] {
+    let mut dirs = vec![PathBuf::from("/tmp"), work.clone()];
+    if let Ok(shared) = work.join("shared").canonicalize() {
+        if !shared.starts_with(&work) {
+            dirs.push(shared);
+        }
+    }
+    for dir in dirs {
         let at = chroot.join(dir.strip_prefix("/").unwrap_or(&dir));
         std::fs::create_dir_all(&at).with_context(|| format!("creating {}", at.display()))?;
         run(
