@@ -62,6 +62,7 @@ settings! {
     SHUTDOWN_GRACE_MS = "shutdown_grace_ms", "EX_ESDB_GATER_SHUTDOWN_GRACE_MS", false;
     SSE_KEEPALIVE_MS = "sse_keepalive_ms", "EX_ESDB_GATER_SSE_KEEPALIVE_MS", false;
     NET_TICKTIME = "net_ticktime", "EX_ESDB_GATER_NET_TICKTIME", false;
+    WORKER_THREADS = "worker_threads", "EX_ESDB_GATER_WORKER_THREADS", false;
 }
 
 /// Default HTTP address.
@@ -292,6 +293,9 @@ pub struct DaemonConfig {
     pub limits: gater_http::Limits,
     /// How long in-flight requests get at shutdown.
     pub shutdown_grace: Duration,
+    /// Runtime threads: 1 runs everything on one thread (a current-thread runtime), N > 1
+    /// a multi-thread runtime with N workers; `None` picks by the machine's cores.
+    pub worker_threads: Option<usize>,
 }
 
 /// A secret string whose `Debug` shows nothing of it.
@@ -428,6 +432,7 @@ impl DaemonConfig {
         let shutdown_grace = l
             .parse::<u64>(SHUTDOWN_GRACE_MS, "milliseconds")?
             .map_or(Duration::from_secs(10), Duration::from_millis);
+        let worker_threads = nonzero::<usize>(l, WORKER_THREADS, "a number of threads, 1 or more")?;
 
         let mut listen_forced_local = false;
         if auth_secret.is_none() && !listen.ip().is_loopback() {
@@ -449,6 +454,7 @@ impl DaemonConfig {
             tls,
             limits,
             shutdown_grace,
+            worker_threads,
         })
     }
 }
@@ -577,6 +583,51 @@ mod tests {
             gater_http::Limits::default().max_body_bytes
         );
         assert_eq!(c.cookie.expose(), "c");
+    }
+
+    #[test]
+    fn worker_threads_from_flag_env_or_file() {
+        let c = DaemonConfig::from_layers(
+            &layers(&[], &[("EX_ESDB_COOKIE", "c")], None).expect("layers"),
+        )
+        .expect("config");
+        assert_eq!(c.worker_threads, None);
+        let l = layers(
+            &[("EX_ESDB_GATER_WORKER_THREADS", "1")],
+            &[
+                ("EX_ESDB_COOKIE", "c"),
+                ("EX_ESDB_GATER_WORKER_THREADS", "3"),
+            ],
+            Some("worker_threads = 4"),
+        )
+        .expect("layers");
+        assert_eq!(
+            DaemonConfig::from_layers(&l)
+                .expect("config")
+                .worker_threads,
+            Some(1)
+        );
+        let l =
+            layers(&[], &[("EX_ESDB_COOKIE", "c")], Some("worker_threads = 4")).expect("layers");
+        assert_eq!(
+            DaemonConfig::from_layers(&l)
+                .expect("config")
+                .worker_threads,
+            Some(4)
+        );
+        for bad in ["0", "-1", "two"] {
+            let l = layers(
+                &[],
+                &[
+                    ("EX_ESDB_COOKIE", "c"),
+                    ("EX_ESDB_GATER_WORKER_THREADS", bad),
+                ],
+                None,
+            )
+            .expect("layers");
+            let e = DaemonConfig::from_layers(&l).expect_err(bad).to_string();
+            assert!(e.contains("EX_ESDB_GATER_WORKER_THREADS"), "{e}");
+        }
     }
 
     #[test]

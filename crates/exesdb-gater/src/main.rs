@@ -141,6 +141,10 @@ struct RunArgs {
     /// How long in-flight requests get at shutdown, ms (EX_ESDB_GATER_SHUTDOWN_GRACE_MS).
     #[arg(long)]
     shutdown_grace_ms: Option<String>,
+    /// Runtime threads; 1 = one thread for everything (EX_ESDB_GATER_WORKER_THREADS,
+    /// default 1 on machines with up to 2 cores, else one per core).
+    #[arg(long)]
+    worker_threads: Option<String>,
 }
 
 impl RunArgs {
@@ -171,6 +175,7 @@ impl RunArgs {
         put(MAX_BODY_BYTES, &self.max_body_bytes);
         put(REQUEST_TIMEOUT_MS, &self.request_timeout_ms);
         put(SHUTDOWN_GRACE_MS, &self.shutdown_grace_ms);
+        put(WORKER_THREADS, &self.worker_threads);
         if self.no_gossip {
             m.insert(GOSSIP.env, "false".into());
         }
@@ -223,6 +228,25 @@ fn main() -> ExitCode {
 fn runtime() -> Result<tokio::runtime::Runtime, String> {
     tokio::runtime::Builder::new_multi_thread()
         .enable_all()
+        .build()
+        .map_err(|e| format!("cannot start the runtime: {e}"))
+}
+
+/// The daemon's runtime. One thread (a current-thread runtime) unless more are asked for
+/// or the machine has more than 2 cores: on a 2-core machine it cost about a fifth less
+/// CPU per HTTP read than a 2-worker runtime, at the same throughput (fewer thread
+/// wake-ups; see docs/configuration.md).
+fn daemon_runtime(threads: Option<usize>) -> Result<tokio::runtime::Runtime, String> {
+    let cores = std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get);
+    let threads = threads.unwrap_or(if cores <= 2 { 1 } else { cores });
+    let mut b = if threads == 1 {
+        tokio::runtime::Builder::new_current_thread()
+    } else {
+        let mut b = tokio::runtime::Builder::new_multi_thread();
+        b.worker_threads(threads);
+        b
+    };
+    b.enable_all()
         .build()
         .map_err(|e| format!("cannot start the runtime: {e}"))
 }
@@ -282,7 +306,7 @@ fn run_daemon(args: RunArgs) -> Result<(), String> {
     let l = layers(args.flags(), args.config.clone())?;
     let cfg = DaemonConfig::from_layers(&l).map_err(|e| e.to_string())?;
     logging::init(&cfg);
-    let rt = runtime()?;
+    let rt = daemon_runtime(cfg.worker_threads)?;
     rt.block_on(daemon(cfg))
 }
 

@@ -322,6 +322,9 @@ fn daemon_serves_operator_commands_and_stops_cleanly_on_sigterm() {
             .env("EX_ESDB_GATER_AUTH_SECRET", SECRET)
             .env("LOG_LEVEL", "info")
             .env("EX_ESDB_GATER_SHUTDOWN_GRACE_MS", "5000")
+            // One runtime thread (the default on small machines): `tail`'s SSE stream
+            // and the graceful shutdown below run on a current-thread runtime.
+            .env("EX_ESDB_GATER_WORKER_THREADS", "1")
             .args(["--no-gossip", "--listen", &format!("127.0.0.1:{port}")]),
     );
     d.wait_for("node up", 30);

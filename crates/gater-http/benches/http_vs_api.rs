@@ -3,11 +3,19 @@
 //! RSS idle and with 1000 open SSE subscriptions.
 //!
 //! `cargo bench -p gater-http --bench http_vs_api` runs it (`GATER_BENCH_SECS`, default 4,
-//! per point, in two halves in A B C C B A order; `GATER_BENCH_OPS=read` for one operation). Without `--bench` (as `cargo test
-//! --all-targets` runs it) it only checks that it starts.
+//! per point, in two halves in A B C C B A order; `GATER_BENCH_OPS=read` for one
+//! operation). Without `--bench` (as `cargo test --all-targets` runs it) it only checks
+//! that it starts.
+//!
+//! `GATER_BENCH_RT` places the Gater and the HTTP server: `shared` (default) on the load
+//! generator's multi-thread runtime; `current` or `multi[:N]` on a runtime of their own,
+//! as the daemon runs them, with the load generator (the same for the library and the HTTP
+//! side) on another (`GATER_BENCH_CLIENT_RT=multi|current`). The CPU per call of the
+//! server's threads and of the load generator's is printed beside the throughput.
 //!
 //! The RSS figures are of a child process that runs only what the daemon runs (a Gater and
-//! the HTTP API): this binary re-executed with `--serve`.
+//! the HTTP API): this binary re-executed with `--serve`, on the daemon's default runtime
+//! (or `GATER_BENCH_CHILD_RT=current|multi`).
 
 use std::io::{BufRead, BufReader};
 use std::sync::Arc;
@@ -212,25 +220,108 @@ fn main() {
         ..TestbedConfig::default()
     })
     .expect("testbed");
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .expect("rt");
-    rt.block_on(throughput(&tb, secs));
+    let rt_mode = std::env::var("GATER_BENCH_RT").unwrap_or_else(|_| "shared".into());
+    // The load generator's runtime when the server has its own: `current` or `multi`.
+    let client_mode = std::env::var("GATER_BENCH_CLIENT_RT").unwrap_or_else(|_| "multi".into());
+    let client_rt = |mode: &str| server_runtime(mode, "load");
+    println!("runtime: server {rt_mode}, load generator {client_mode}");
+    // The load generator's runtime is driven from a thread named "load" (as are its
+    // workers), so that its CPU can be told from the server's.
+    let on_load_thread = |f: Box<dyn FnOnce() + Send>| {
+        std::thread::Builder::new()
+            .name("load".into())
+            .spawn(f)
+            .expect("load thread")
+            .join()
+            .expect("load thread");
+    };
+    if rt_mode == "shared" {
+        // One multi-thread runtime for the Gater, the HTTP server and the load generator.
+        let (cfg, nodes) = (config(&tb), tb.node_names().len());
+        on_load_thread(Box::new(move || {
+            client_rt("multi").block_on(async {
+                let (g, addr) = start_server(cfg, nodes).await;
+                throughput(g, addr, secs).await;
+            });
+        }));
+    } else {
+        // The Gater and the HTTP server on a runtime of their own, as the daemon runs them
+        // (`current` = current-thread, `multi:N` = multi-thread with N workers); the load
+        // generator, for both the library and the HTTP side, on a runtime of its own
+        // (`GATER_BENCH_CLIENT_RT`, default a multi-thread one).
+        let (cfg, nodes) = (config(&tb), tb.node_names().len());
+        let (tx, rx) = std::sync::mpsc::channel();
+        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+        let server = std::thread::Builder::new()
+            .name("srv".into())
+            .spawn(move || {
+                let rt = server_runtime(&rt_mode, "srv");
+                rt.block_on(async move {
+                    let _ = tx.send(start_server(cfg, nodes).await);
+                    let _ = stop_rx.await;
+                });
+            });
+        let (g, addr) = rx.recv().expect("server started");
+        on_load_thread(Box::new(move || {
+            client_rt(&client_mode).block_on(throughput(g, addr, secs));
+        }));
+        let _ = stop_tx.send(());
+        server
+            .expect("server thread")
+            .join()
+            .expect("server thread");
+    }
     memory(&tb);
 }
 
-async fn throughput(tb: &Testbed, secs: f64) {
-    let g = Gater::connect(config(tb)).await.expect("connect");
-    ready(&g, tb.node_names().len()).await;
-    let api = HttpApi::new(g.clone()).limits(Limits::default());
+fn server_runtime(mode: &str, name: &str) -> tokio::runtime::Runtime {
+    let mut b = match mode {
+        "current" => tokio::runtime::Builder::new_current_thread(),
+        m => {
+            let mut b = tokio::runtime::Builder::new_multi_thread();
+            if let Some(n) = m.strip_prefix("multi:").and_then(|n| n.parse().ok()) {
+                b.worker_threads(n);
+            }
+            b
+        }
+    };
+    b.enable_all().thread_name(name).build().expect("rt")
+}
+
+/// CPU seconds (user + system) of this process's threads whose name starts with `prefix`
+/// (Linux; 100 ticks per second).
+fn threads_cpu(prefix: &str) -> f64 {
+    let mut ticks = 0u64;
+    for t in std::fs::read_dir("/proc/self/task")
+        .into_iter()
+        .flatten()
+        .flatten()
+    {
+        let Ok(stat) = std::fs::read_to_string(t.path().join("stat")) else {
+            continue;
+        };
+        let (Some(open), Some(close)) = (stat.find('('), stat.rfind(')')) else {
+            continue;
+        };
+        if !stat[open + 1..close].starts_with(prefix) {
+            continue;
+        }
+        let f: Vec<&str> = stat[close + 1..].split_whitespace().collect();
+        ticks += f.get(11).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0)
+            + f.get(12).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
+    }
+    ticks as f64 / 100.0
+}
+
+/// Connects a Gater and serves the HTTP API over it on the current runtime.
+async fn start_server(cfg: GaterConfig, nodes: usize) -> (Gater, String) {
+    let g = Gater::connect(cfg).await.expect("connect");
+    ready(&g, nodes).await;
+    let api = Arc::new(HttpApi::new(g.clone()).limits(Limits::default()));
     let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
     let addr = listener.local_addr().expect("addr").to_string();
-    let base = format!("http://{addr}");
-    let api = Arc::new(api);
-    let a = api.clone();
     tokio::spawn(async move {
-        a.serve(
+        api.serve(
             listener,
             None,
             Duration::from_secs(1),
@@ -238,6 +329,11 @@ async fn throughput(tb: &Testbed, secs: f64) {
         )
         .await
     });
+    (g, addr)
+}
+
+async fn throughput(g: Gater, addr: String, secs: f64) {
+    let base = format!("http://{addr}");
     let http = reqwest::Client::builder()
         .pool_max_idle_per_host(CONC)
         .build()
@@ -341,9 +437,13 @@ async fn throughput(tb: &Testbed, secs: f64) {
             continue;
         }
         let mut pts = [Point::default(); 3]; // api, http (raw client), http (reqwest)
+        // CPU seconds of the server's threads ("srv": the Gater and the HTTP API) and of
+        // the load generator's ("load"); in the shared mode all are "load".
+        let mut cpu = [(0.0f64, 0.0f64); 3];
         for round in 0..2 {
             let order: [usize; 3] = if round == 0 { [0, 1, 2] } else { [2, 1, 0] };
             for side in order {
+                let before = (threads_cpu("srv"), threads_cpu("load"));
                 let p = match (op, side) {
                     ("append", 0) => drive(half, api_append(g.clone())).await,
                     ("append", 1) => drive(half, raw_append(conns.clone())).await,
@@ -352,16 +452,21 @@ async fn throughput(tb: &Testbed, secs: f64) {
                     (_, 1) => drive(half, raw_read(conns.clone())).await,
                     (_, _) => drive(half, http_read(http.clone(), base.clone())).await,
                 };
+                cpu[side].0 += threads_cpu("srv") - before.0;
+                cpu[side].1 += threads_cpu("load") - before.1;
                 pts[side] = if round == 0 { p } else { merge(pts[side], p) };
             }
         }
-        for (side, p) in ["api", "http", "http-reqwest"].iter().zip(pts) {
+        for ((side, p), (srv, load)) in ["api", "http", "http-reqwest"].iter().zip(pts).zip(cpu) {
+            let per_call = |s: f64| s * 1e6 / p.calls.max(1) as f64;
             println!(
-                "{op:<7} {side:<13} {:<7} {:<7} {:<9.0} {:.2}",
+                "{op:<7} {side:<13} {:<7} {:<7} {:<9.0} {:<8.2} cpu µs/call: server {:.1}, load generator {:.1}",
                 p.calls,
                 p.errors,
                 p.per_s,
-                p.p99_us as f64 / 1000.0
+                p.p99_us as f64 / 1000.0,
+                per_call(srv),
+                per_call(load)
             );
         }
         println!(
@@ -381,10 +486,11 @@ fn serve_child(args: &[String]) {
             .cloned()
             .unwrap_or_default()
     };
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .expect("rt");
+    // The daemon's default runtime: one thread on a machine with up to 2 cores.
+    let cores = std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get);
+    let mode = std::env::var("GATER_BENCH_CHILD_RT")
+        .unwrap_or_else(|_| if cores <= 2 { "current" } else { "multi" }.into());
+    let rt = server_runtime(&mode, "srv");
     rt.block_on(async {
         let cfg = GaterConfig::new(get("--cookie"))
             .nodes(get("--nodes").split(',').map(str::to_owned))

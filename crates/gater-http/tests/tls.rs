@@ -11,6 +11,16 @@ use gater_testkit::testbed::{Testbed, TestbedConfig};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tls_listener_serves_https() {
+    tls_check().await;
+}
+
+/// The same on a current-thread runtime, as the daemon runs on small machines.
+#[tokio::test(flavor = "current_thread")]
+async fn tls_listener_serves_https_on_one_thread() {
+    tls_check().await;
+}
+
+async fn tls_check() {
     let dir = tempfile::tempdir().expect("tmp");
     let p = |f: &str| dir.path().join(f);
     let (ca, cert, key) = (p("ca.pem"), p("cert.pem"), p("key.pem"));
