@@ -1,5 +1,6 @@
 //! Turns the output of `cargo bench --workspace` into docs/benchmarks.md: the machine,
-//! one table and one SVG bar chart (docs/bench/*.svg) per figure, and the raw output.
+//! one table and one SVG bar chart (docs/bench/*.svg) per figure, the hand-written notes
+//! of docs/bench/notes.md, and the raw output.
 //!
 //! The benches are parsed as they print today (their table rows and ratio lines); a
 //! bench whose output is not recognised is still kept in the raw section.
@@ -39,8 +40,17 @@ pub fn parse(output: &str) -> Vec<Figure> {
     let mut http = Vec::new();
     let mut memory = Vec::new();
     let mut section = "";
+    // The pool bench prints one table per tokio runtime; the second is labelled.
+    let mut runtime = "";
     for line in output.lines() {
         let t = line.trim();
+        if let Some(rt) = t.strip_prefix("tokio runtime:") {
+            runtime = if rt.trim().starts_with("current") {
+                ", current-thread runtime"
+            } else {
+                ""
+            };
+        }
         if t.starts_with("gater-pool vs BEAM client") {
             section = "pool";
         } else if t.starts_with("op ") && t.contains("gater/s") {
@@ -59,9 +69,10 @@ pub fn parse(output: &str) -> Vec<Figure> {
         if section == "pool" && t.matches('|').count() == 3 && !t.starts_with("conc") {
             let n = numbers(t);
             if n.len() == 12 {
-                pool.push((format!("{} callers: throughput", n[0]), n[9]));
-                pool.push((format!("{} callers: p99 (ours/BEAM)", n[0]), n[10]));
-                pool.push((format!("{} callers: CPU (ours/BEAM)", n[0]), n[11]));
+                let who = format!("{} callers{runtime}", n[0]);
+                pool.push((format!("{who}: throughput"), n[9]));
+                pool.push((format!("{who}: p99 (ours/BEAM)"), n[10]));
+                pool.push((format!("{who}: CPU (ours/BEAM)"), n[11]));
             }
         }
         // gater-api: `op conc | gater ... | beam ... | thr × p99 b/g`
@@ -240,6 +251,12 @@ pub fn write(root: &Path, output: &str, date: &str) -> Result<()> {
         let _ = writeln!(md, "| {k} | {v} |");
     }
     md.push('\n');
+    // The hand-written reading of the figures (goals, limits, how to re-run one bench)
+    // lives in docs/bench/notes.md, so that a new run keeps it.
+    if let Ok(notes) = std::fs::read_to_string(dir.join("notes.md")) {
+        md.push_str(notes.trim_end());
+        md.push_str("\n\n");
+    }
     for f in &figs {
         let _ = writeln!(md, "## {}\n\n{}.\n", f.title, f.meaning);
         let _ = writeln!(md, "![{}](bench/{}.svg)\n", f.title, f.id);
@@ -317,6 +334,10 @@ decode (typed)                    300        300       300000      3.00x
 gater-pool vs BEAM client, gen_server:call to an echo server by pid (2-core box)
  conc |   ours c/s   p50 us   p99 us  cpu us/c |   beam c/s   p50 us   p99 us  cpu us/c |  thr x  p99 x  cpu x
   256 |      90000     2000     4000       8.0 |      50000     4000     9000      20.0 |   1.80   0.44   0.40
+tokio runtime: current_thread
+gater-pool vs BEAM client, gen_server:call to an echo server by pid (2-core box)
+ conc |   ours c/s   p50 us   p99 us  cpu us/c |   beam c/s   p50 us   p99 us  cpu us/c |  thr x  p99 x  cpu x
+  256 |      95000     2000     4000       6.0 |      50000     4000     9000      30.0 |   1.90   0.44   0.20
 op       conc |    gater/s    p50 µs    p99 µs  err |     beam/s    p50 µs    p99 µs  err |   thr ×   p99 b/g
 append      16 |       5000      3000      9000    0 |       4000      4000     12000    0 |    1.25      1.33
 append  http/api throughput ratio: 0.81 (reqwest client: 0.62)
@@ -327,6 +348,13 @@ rss: idle 12.5 MB; with 1000 open SSE subscriptions 40.0 MB (opened in 1.2 s)
         assert_eq!(get("codec"), Some(vec![("decode (typed)".into(), 3.0)]));
         let pool = get("pool").unwrap_or_default();
         assert_eq!(pool[0], ("256 callers: throughput".into(), 1.8));
+        assert_eq!(
+            pool[5],
+            (
+                "256 callers, current-thread runtime: CPU (ours/BEAM)".into(),
+                0.2
+            )
+        );
         let api = get("api").unwrap_or_default();
         assert_eq!(api[0], ("append ×16: throughput".into(), 1.25));
         assert_eq!(api[1].1, 1.33);

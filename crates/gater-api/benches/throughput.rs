@@ -154,10 +154,17 @@ fn main() {
         ..TestbedConfig::default()
     })
     .expect("testbed");
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .expect("runtime");
+    // GATER_BENCH_RT=current: the callers and the connections on one thread.
+    let rt = if std::env::var("GATER_BENCH_RT").is_ok_and(|v| v == "current") {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+    } else {
+        tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()
+    }
+    .expect("runtime");
     rt.block_on(async {
         let mut config = GaterConfig::new(tb.cookie())
             .nodes(tb.node_names())
@@ -201,7 +208,13 @@ fn main() {
                         if side {
                             ours_runs.push(run_gater(&g, op, c, SLICE as f64).await);
                         } else if !skip_beam {
-                            beam_runs.push(tokio::task::block_in_place(|| run_beam(&tb, op, c, SLICE)));
+                            // The BEAM side runs while this thread waits (a current-thread runtime
+                            // cannot hand its tasks to another thread meanwhile).
+                            let run = || run_beam(&tb, op, c, SLICE);
+                            beam_runs.push(match tokio::runtime::Handle::current().runtime_flavor() {
+                                tokio::runtime::RuntimeFlavor::CurrentThread => run(),
+                                _ => tokio::task::block_in_place(run),
+                            });
                         }
                     }
                 }

@@ -136,8 +136,20 @@ async fn beam(pool: &Pool, client: &ErlNode, server: &Term, conc: usize, total: 
 }
 
 fn main() {
-    // GATER_BENCH_RT=current: callers and connections on one thread.
-    let current = std::env::var("GATER_BENCH_RT").is_ok_and(|v| v == "current");
+    // Both runtimes a library user may choose, one table each; GATER_BENCH_RT=multi or
+    // GATER_BENCH_RT=current: only that one.
+    let only = std::env::var("GATER_BENCH_RT").ok();
+    for current in [false, true] {
+        let name = if current { "current" } else { "multi" };
+        if only.as_deref().is_none_or(|o| o == name) {
+            run(current);
+        }
+    }
+}
+
+/// One table: the callers and the pool's connections on a multi-thread runtime with two
+/// workers, or all on one thread (`current`).
+fn run(current: bool) {
     let rt = if current {
         tokio::runtime::Builder::new_current_thread()
             .enable_all()
