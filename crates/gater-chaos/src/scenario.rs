@@ -73,6 +73,25 @@ pub struct FaultReport {
     pub note: Option<String>,
 }
 
+impl FaultReport {
+    /// A fault that was not run, and why.
+    pub fn skipped(fault: &str, reason: String) -> Self {
+        Self {
+            fault: fault.into(),
+            held: Duration::ZERO,
+            requests: 0,
+            errors: 0,
+            write_errors: 0,
+            kinds: Vec::new(),
+            last_error_after: Duration::ZERO,
+            recovery: None,
+            longest_write_gap: Duration::ZERO,
+            skipped: Some(reason),
+            note: None,
+        }
+    }
+}
+
 /// The whole chaos run.
 #[derive(Debug, Clone)]
 pub struct ChaosReport {
@@ -365,19 +384,10 @@ pub async fn chaos(opts: &ChaosOptions) -> Result<ChaosReport> {
     for fault in faults {
         if let (Fault::CutNode, Network::Host { reason }) = (fault, &opts.network) {
             eprintln!("chaos: {} skipped: {reason}", fault.name());
-            reports.push(FaultReport {
-                fault: fault.name().into(),
-                held: Duration::ZERO,
-                requests: 0,
-                errors: 0,
-                write_errors: 0,
-                kinds: Vec::new(),
-                last_error_after: Duration::ZERO,
-                recovery: None,
-                longest_write_gap: Duration::ZERO,
-                skipped: Some(format!("no network namespace: {reason}")),
-                note: None,
-            });
+            reports.push(FaultReport::skipped(
+                fault.name(),
+                format!("no network namespace: {reason}"),
+            ));
             continue;
         }
         let leader = blocking(|| tb.leader_index(STORE))?.unwrap_or(0);
@@ -835,21 +845,8 @@ mod tests {
 
     #[test]
     fn a_skipped_fault_does_not_fail_the_run_but_a_missing_recovery_does() {
-        let fault = |skipped: Option<&str>, recovery| FaultReport {
-            fault: "f".into(),
-            held: Duration::ZERO,
-            requests: 0,
-            errors: 0,
-            write_errors: 0,
-            kinds: Vec::new(),
-            last_error_after: Duration::ZERO,
-            recovery,
-            longest_write_gap: Duration::ZERO,
-            skipped: skipped.map(str::to_owned),
-            note: None,
-        };
         let mut r = ChaosReport {
-            faults: vec![fault(Some("not root"), None)],
+            faults: vec![FaultReport::skipped("f", "not root".into())],
             requests: 0,
             acked: 0,
             verdicts: vec![("n0".into(), Verdict::default(), "ok".into())],
@@ -857,7 +854,11 @@ mod tests {
         };
         assert!(r.ok(true));
         assert!(r.markdown().contains("**skipped**: not root"));
-        r.faults.push(fault(None, None));
+        // Run, but never recovered.
+        r.faults.push(FaultReport {
+            skipped: None,
+            ..FaultReport::skipped("g", String::new())
+        });
         assert!(!r.ok(false));
     }
 }

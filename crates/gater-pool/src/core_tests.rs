@@ -429,6 +429,22 @@ fn a_mailbox_that_overflows_is_closed_and_its_watchers_told() {
     assert_eq!(h.metrics.snapshot().dropped_messages, 2);
 }
 
+/// The peer tells us that `target`, which our monitor `mon` (a MONITOR_P control
+/// message we sent) watches, exited with `reason`.
+fn monitored_exit(h: &mut Harness, target: Term, mon: &Term, reason: &str) {
+    h.receive(
+        tuple(vec![
+            int(wire::MONITOR_P_EXIT),
+            target,
+            el(mon, 1),
+            el(mon, 3),
+            atom(reason),
+        ]),
+        None,
+    )
+    .expect("frame");
+}
+
 /// The gauges the core published, the ones its tables count, and the pool's: all equal.
 fn gauges(h: &Harness) -> (u64, u64, u64) {
     let g = h.core.gauges();
@@ -463,17 +479,7 @@ fn leak_gauges_follow_the_tables_and_return_to_zero() {
         .expect("monitor of pid 2")
         .0
         .clone();
-    h.receive(
-        tuple(vec![
-            int(wire::MONITOR_P_EXIT),
-            Term::from(peer_pid(2)),
-            el(&mon, 1),
-            el(&mon, 3),
-            atom("killed"),
-        ]),
-        None,
-    )
-    .expect("frame");
+    monitored_exit(&mut h, Term::from(peer_pid(2)), &mon, "killed");
     assert!(matches!(
         r3.try_recv(),
         Ok(Err(CallError::TargetDown { .. }))
@@ -643,17 +649,7 @@ fn an_idle_monitor_lingers_serves_the_next_calls_and_is_dropped_when_unused_or_d
     assert_eq!(op(&mon), wire::MONITOR_P);
     h.reply(k3, atom("c"));
     let (_k4, mut r4) = h.call(&target, Duration::from_secs(30));
-    h.receive(
-        tuple(vec![
-            int(wire::MONITOR_P_EXIT),
-            Term::from(target.clone()),
-            el(&mon, 1),
-            el(&mon, 3),
-            atom("killed"),
-        ]),
-        None,
-    )
-    .expect("frame");
+    monitored_exit(&mut h, Term::from(target.clone()), &mon, "killed");
     assert!(matches!(
         r4.try_recv(),
         Ok(Err(CallError::TargetDown { .. }))
@@ -664,17 +660,7 @@ fn an_idle_monitor_lingers_serves_the_next_calls_and_is_dropped_when_unused_or_d
     let mon = h.sent()[0].0.clone();
     h.reply(k5, atom("d"));
     assert_eq!(gauges(&h), (0, 0, 1));
-    h.receive(
-        tuple(vec![
-            int(wire::MONITOR_P_EXIT),
-            Term::from(target.clone()),
-            el(&mon, 1),
-            el(&mon, 3),
-            atom("normal"),
-        ]),
-        None,
-    )
-    .expect("frame");
+    monitored_exit(&mut h, Term::from(target.clone()), &mon, "normal");
     assert_eq!(gauges(&h), (0, 0, 0));
     h.now += Duration::from_secs(6);
     h.core.handle_tick(h.now); // the peer keeps ticking
