@@ -828,8 +828,19 @@ matches(#{type := by_event_payload, selector := P}, #{data := D}) when is_map(P)
     lists:all(fun({K, V}) -> maps:get(K, D, undefined) =:= V end, maps:to_list(P));
 matches(_, _) -> false.
 
-%% A persistent subscription catches up from its start_from when it is saved (a scan of
-%% the replica: once per save, not per append).
+%% A persistent subscription catches up from its start_from when it is saved: for one
+%% stream, a look-up per event of it; otherwise a scan of the replica (once per save, not
+%% per append).
+replay(#{type := by_stream, selector := <<"$", Stream/binary>>, start_from := From} = Sub,
+       #st{tab = Tab, store = Store}) when is_integer(From), Stream =/= <<"all">> ->
+    Last = case ets:lookup(Tab, {version, Stream}) of
+               [{_, V}] -> V;
+               [] -> -1
+           end,
+    First = max(From, 0),
+    [deliver(R, [Sub], Store) || First =< Last, N <- lists:seq(First, max(First, Last)),
+                                 {_, R} <- ets:lookup(Tab, {event, Stream, N})],
+    ok;
 replay(#{start_from := From} = Sub, #st{tab = Tab, store = Store}) when is_integer(From) ->
     Recs = lists:sort(fun(#{created_epoch := A}, #{created_epoch := B}) -> A =< B end,
                       [R || {{event, _, N}, R} <- ets:tab2list(Tab), N >= From, matches(Sub, R)]),

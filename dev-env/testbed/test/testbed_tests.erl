@@ -360,6 +360,13 @@ pubsub(C) ->
     ?assertEqual(2, maps:get(start_from, Pers)),
     gen_server:cast(W, {save_subscription, ?STORE, by_stream, <<"$p">>, <<"pers">>, 0, nil}),
     ?assertEqual([<<"p2">>], topic_ids(<<"reg_gh:$p">>, 1)),
+    %% Past the stream's end: nothing to replay, and the save still works.
+    gen_server:cast(W, {save_subscription, ?STORE, by_stream, <<"$p">>, <<"ahead">>, 10, nil}),
+    {ok, Subs3} = gen_server:call(W, {get_subscriptions, ?STORE}),
+    [_] = [S || S = #{subscription_name := <<"ahead">>} <- maps:values(Subs3)],
+    receive {got, {forward_to_local, <<"reg_gh:$p">>, _, _}} = Early -> error({replayed, Early})
+    after 300 -> ok
+    end,
     %% The message shape equals the captured one.
     case vectors() of
         undefined -> ok;
